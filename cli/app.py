@@ -1,0 +1,71 @@
+"""The ``sfc`` Click group.
+
+Subcommands are imported only when invoked, so ``sfc --help`` and the store commands never import torch.
+Every :class:`~sfc_graph.errors.SfcError` becomes one sentence on stderr and exit status 1, in one place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from sfc_graph.errors import SfcError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+# command name -> "module:attribute" inside sfc_graph.cli
+COMMANDS = {
+    "load": "store_cmds:load",
+    "circuits": "store_cmds:circuits",
+    "stats": "store_cmds:stats",
+    "delete": "store_cmds:delete",
+    "neo4j-import-files": "store_cmds:neo4j_import_files",
+    "ingest": "ingest_cmds:ingest",
+    "zoo": "zoo_cmds:zoo",
+    "query": "query_cmds:query",
+    "cypher": "query_cmds:cypher",
+    "export": "report_cmds:export",
+    "compare": "report_cmds:compare",
+    "viz": "report_cmds:viz",
+    "demo": "demo_cmd:demo",
+}
+
+
+class SfcGroup(click.Group):
+    """A group that loads commands lazily and turns user errors into one clear sentence."""
+
+    def __init__(self, *args, lazy_commands: dict[str, str] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy_commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands:
+            module_name, attribute = self.lazy_commands[cmd_name].split(":")
+            try:
+                module = importlib.import_module(f"sfc_graph.cli.{module_name}")
+            except ModuleNotFoundError as exc:
+                if exc.name == f"sfc_graph.cli.{module_name}":
+                    return None  # a room not built yet
+                raise
+            return getattr(module, attribute)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SfcError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=SfcGroup, lazy_commands=COMMANDS, context_settings=CONTEXT_SETTINGS)
+@click.version_option(package_name="sfc-graph", prog_name="sfc")
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug) to stderr.")
+def main(verbose: int) -> None:
+    """sfc-graph: compute sparse feature circuits, store them in a graph database, query across them."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,327 @@
+"""The circuit bundle: the hand-off between computing a circuit and loading it (DESIGN.md §3).
+
+A bundle is a directory with ``manifest.json``, ``nodes.parquet`` and ``edges.parquet``. It is the source
+of truth; the database is an index that can be rebuilt from bundles. Any producer that follows the contract
+can write one; :func:`read_bundle` refuses anything else with one sentence naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+NODES = "nodes.parquet"
+EDGES = "edges.parquet"
+
+NODE_COLUMNS: dict[str, pl.DataType] = {
+    "node_id": pl.String,
+    "kind": pl.String,
+    "site": pl.String,
+    "layer": pl.Int64,
+    "index": pl.Int64,
+    "position": pl.Int64,
+    "effect": pl.Float64,
+}
+EDGE_COLUMNS: dict[str, pl.DataType] = {
+    "src": pl.String,
+    "dst": pl.String,
+    "src_position": pl.Int64,
+    "dst_position": pl.Int64,
+    "weight": pl.Float64,
+}
+NODE_KINDS = ("feature", "error", "output")
+NODE_SITES = ("embed", "attn", "mlp", "resid", "output")
+REQUIRED_MANIFEST_FIELDS = ("schema_version", "circuit_id", "task", "model", "dictionaries", "method", "files")
+OUTPUT_NODE = "output"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated circuit: its manifest and its node and edge tables."""
+
+    manifest: dict[str, Any]
+    nodes: pl.DataFrame
+    edges: pl.DataFrame
+    path: Path | None = None
+
+    @property
+    def circuit_id(self) -> str:
+        return self.manifest["circuit_id"]
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def model(self) -> str:
+        return self.manifest["model"]
+
+    def feature_identity(self) -> pl.Series:
+        """Global identity of each node (``<dictionary id>/<index>``; null for error and output nodes)."""
+        return _feature_identity(self.nodes, self.manifest["dictionaries"])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read and fully validate the bundle in directory ``path``."""
+    root = Path(path)
+    if not root.exists():
+        raise BundleError(f"{root}: no such bundle directory")
+    if not root.is_dir():
+        raise BundleError(f"{root}: a bundle is a directory holding {MANIFEST}, {NODES} and {EDGES}")
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{manifest_path}: missing; every bundle needs a manifest")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
+    validate_manifest(manifest, where=str(manifest_path))
+    for name in (NODES, EDGES):
+        file = root / name
+        if not file.is_file():
+            raise BundleError(f"{file}: missing, although the manifest lists it")
+        expected = manifest["files"].get(name)
+        if not isinstance(expected, str):
+            raise BundleError(f"{manifest_path}: 'files' has no sha256 for {name}")
+        actual = sha256_file(file)
+        if actual != expected:
+            raise BundleError(
+                f"{file}: sha256 is {actual[:12]}… but the manifest says {expected[:12]}…; "
+                "the file was changed or corrupted after the bundle was written"
+            )
+    nodes = _read_parquet(root / NODES)
+    edges = _read_parquet(root / EDGES)
+    validate_tables(manifest, nodes, edges, where=str(root))
+    return Bundle(manifest=manifest, nodes=nodes, edges=edges, path=root)
+
+
+def write_bundle(
+    out_dir: str | os.PathLike[str],
+    manifest: dict[str, Any],
+    nodes: pl.DataFrame,
+    edges: pl.DataFrame,
+    *,
+    overwrite: bool = False,
+) -> Bundle:
+    """Validate and write a bundle; fills ``schema_version``, ``files``, ``created_at`` and ``producer``.
+
+    The directory appears complete or not at all: it is written beside its destination and renamed.
+    """
+    from . import __version__
+
+    out = Path(out_dir)
+    manifest = dict(manifest)
+    manifest.setdefault("schema_version", SCHEMA_VERSION)
+    manifest.setdefault("created_at", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    manifest.setdefault("producer", f"sfc-graph {__version__}")
+    manifest["files"] = {NODES: "", EDGES: ""}
+    nodes = nodes.select([pl.col(c).cast(t) for c, t in NODE_COLUMNS.items()] + _extra(nodes, NODE_COLUMNS))
+    edges = edges.select([pl.col(c).cast(t) for c, t in EDGE_COLUMNS.items()] + _extra(edges, EDGE_COLUMNS))
+    validate_manifest(manifest, where=str(out / MANIFEST))
+    validate_tables(manifest, nodes, edges, where=str(out))
+    if out.exists() and not overwrite:
+        raise BundleError(f"{out}: already exists; choose another --out or remove it first")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        nodes.write_parquet(staging / NODES)
+        edges.write_parquet(staging / EDGES)
+        manifest["files"] = {NODES: sha256_file(staging / NODES), EDGES: sha256_file(staging / EDGES)}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Bundle(manifest=manifest, nodes=nodes, edges=edges, path=out)
+
+
+def validate_manifest(manifest: Any, *, where: str) -> None:
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{where}: the manifest must be a JSON object")
+    missing = [key for key in REQUIRED_MANIFEST_FIELDS if key not in manifest]
+    if missing:
+        raise BundleError(f"{where}: missing required field(s) {', '.join(missing)}")
+    version = manifest["schema_version"]
+    if version != SCHEMA_VERSION:
+        raise BundleError(
+            f"{where}: schema_version {version!r} is not supported (this sfc-graph reads version {SCHEMA_VERSION})"
+        )
+    for key in ("circuit_id", "task", "model", "method"):
+        if not isinstance(manifest[key], str) or not manifest[key].strip():
+            raise BundleError(f"{where}: {key} must be a non-empty string")
+    dictionaries = manifest["dictionaries"]
+    if not isinstance(dictionaries, dict):
+        raise BundleError(f"{where}: dictionaries must be an object mapping site names to dictionaries")
+    for site, entry in dictionaries.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str) or not entry["id"]:
+            raise BundleError(f"{where}: dictionaries[{site!r}] needs a string 'id'")
+    if not isinstance(manifest["files"], dict):
+        raise BundleError(f"{where}: files must map file names to sha256 digests")
+    for key in ("evaluation",):
+        if key in manifest and not isinstance(manifest[key], list):
+            raise BundleError(f"{where}: {key} must be a list")
+
+
+def validate_tables(manifest: dict[str, Any], nodes: pl.DataFrame, edges: pl.DataFrame, *, where: str) -> None:
+    """Check the node and edge tables against the contract and against each other."""
+    nodes_file, edges_file = f"{where}/{NODES}", f"{where}/{EDGES}"
+    _check_columns(nodes, NODE_COLUMNS, nodes_file)
+    _check_columns(edges, EDGE_COLUMNS, edges_file)
+    _check_not_null(nodes, [c for c in NODE_COLUMNS if c != "index"], nodes_file)
+    _check_not_null(edges, list(EDGE_COLUMNS), edges_file)
+    _check_finite(nodes, "effect", nodes_file)
+    _check_finite(edges, "weight", edges_file)
+
+    bad_kind = nodes.filter(~pl.col("kind").is_in(NODE_KINDS))
+    if bad_kind.height:
+        raise BundleError(f"{nodes_file}: kind {bad_kind['kind'][0]!r} is not one of {', '.join(NODE_KINDS)}")
+    bad_site = nodes.filter(~pl.col("site").is_in(NODE_SITES))
+    if bad_site.height:
+        raise BundleError(f"{nodes_file}: site {bad_site['site'][0]!r} is not one of {', '.join(NODE_SITES)}")
+    _check_node_ids(nodes, manifest["dictionaries"], nodes_file)
+
+    duplicated = nodes.select("node_id", "position").filter(pl.struct("node_id", "position").is_duplicated())
+    if duplicated.height:
+        row = duplicated.row(0)
+        raise BundleError(f"{nodes_file}: node {row[0]!r} at position {row[1]} appears more than once")
+
+    keys = nodes.select(pl.col("node_id"), pl.col("position"))
+    for end in ("src", "dst"):
+        ends = edges.select(pl.col(end).alias("node_id"), pl.col(f"{end}_position").alias("position"))
+        dangling = ends.join(keys, on=["node_id", "position"], how="anti")
+        if dangling.height:
+            node_id, position = dangling.row(0)
+            raise BundleError(
+                f"{edges_file}: edge {end} {node_id!r} at position {position} is not a node of {NODES} "
+                f"({dangling.height} dangling endpoint(s))"
+            )
+    dup_edges = edges.filter(pl.struct("src", "src_position", "dst", "dst_position").is_duplicated())
+    if dup_edges.height:
+        raise BundleError(f"{edges_file}: edge {dup_edges['src'][0]!r} -> {dup_edges['dst'][0]!r} appears more than once")
+
+
+def _feature_identity(nodes: pl.DataFrame, dictionaries: dict[str, Any]) -> pl.Series:
+    mapping = {site: entry["id"] for site, entry in dictionaries.items()}
+    prefix = nodes["node_id"].str.split_exact("/", 1).struct.field("field_0")
+    dict_id = prefix.replace_strict(mapping, default=None, return_dtype=pl.String)
+    return (
+        pl.DataFrame({"d": dict_id, "i": nodes["index"], "k": nodes["kind"]})
+        .select(
+            pl.when(pl.col("k") == "feature")
+            .then(pl.col("d") + "/" + pl.col("i").cast(pl.String))
+            .otherwise(None)
+            .alias("feature")
+        )
+        .to_series()
+    )
+
+
+def _check_node_ids(nodes: pl.DataFrame, dictionaries: dict[str, Any], file: str) -> None:
+    """Each node id must agree with its kind/site/layer/index columns and name a known dictionary."""
+    parts = nodes["node_id"].str.split_exact("/", 1).struct.rename_fields(["prefix", "suffix"]).struct.unnest()
+    table = pl.concat([nodes.select("node_id", "kind", "site", "layer", "index"), parts], how="horizontal")
+    site_name = (
+        pl.when(pl.col("site").is_in(["embed", "output"]))
+        .then(pl.col("site"))
+        .otherwise(pl.col("site") + "_" + pl.col("layer").cast(pl.String))
+    )
+    expected_suffix = (
+        pl.when(pl.col("kind") == "feature")
+        .then(pl.col("index").cast(pl.String))
+        .when(pl.col("kind") == "error")
+        .then(pl.lit("err"))
+        .otherwise(None)
+    )
+    table = table.with_columns(site_name.alias("site_name"), expected_suffix.alias("expected_suffix"))
+    checks = [
+        (
+            (pl.col("kind") == "output")
+            & ((pl.col("node_id") != OUTPUT_NODE) | (pl.col("site") != "output") | (pl.col("layer") != -1)),
+            "an output node must have node_id 'output', site 'output' and layer -1",
+        ),
+        ((pl.col("kind") != "output") & (pl.col("site") == "output"), "only the output node may have site 'output'"),
+        ((pl.col("kind") == "feature") & pl.col("index").is_null(), "a feature node needs an index"),
+        ((pl.col("kind") == "feature") & (pl.col("index") < 0), "a feature index must be >= 0"),
+        ((pl.col("kind") != "feature") & pl.col("index").is_not_null(), "error and output nodes have a null index"),
+        ((pl.col("site") == "embed") & (pl.col("layer") != -1), "embed nodes have layer -1"),
+        (
+            pl.col("site").is_in(["attn", "mlp", "resid"]) & (pl.col("layer") < 0),
+            "attn, mlp and resid nodes need a layer >= 0",
+        ),
+        (
+            (pl.col("kind") != "output")
+            & ((pl.col("prefix") != pl.col("site_name")) | (pl.col("suffix") != pl.col("expected_suffix"))
+               | pl.col("suffix").is_null()),
+            "node_id must be '<site>_<layer>/<index>' for features or '<site>_<layer>/err' for errors, "
+            "matching the site, layer and index columns",
+        ),
+    ]
+    for condition, message in checks:
+        bad = table.filter(condition.fill_null(True))
+        if bad.height:
+            raise BundleError(f"{file}: node {bad['node_id'][0]!r}: {message}")
+    unknown = table.filter((pl.col("kind") != "output") & ~pl.col("prefix").is_in(list(dictionaries)))
+    if unknown.height:
+        raise BundleError(
+            f"{file}: node {unknown['node_id'][0]!r} names site {unknown['prefix'][0]!r}, "
+            "which has no entry in the manifest's dictionaries"
+        )
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars/pyarrow raise many types for a damaged file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"{path}: not a readable Parquet file ({reason[:160]})") from None
+
+
+def _check_columns(frame: pl.DataFrame, columns: dict[str, pl.DataType], file: str) -> None:
+    for name, dtype in columns.items():
+        if name not in frame.columns:
+            raise BundleError(f"{file}: missing column {name!r}")
+        if frame.schema[name] != dtype:
+            raise BundleError(f"{file}: column {name!r} has dtype {frame.schema[name]}, expected {dtype}")
+
+
+def _check_not_null(frame: pl.DataFrame, columns: list[str], file: str) -> None:
+    for name in columns:
+        count = frame[name].null_count()
+        if count:
+            raise BundleError(f"{file}: column {name!r} has {count} null value(s)")
+
+
+def _check_finite(frame: pl.DataFrame, column: str, file: str) -> None:
+    bad = frame.filter(~pl.col(column).is_finite())
+    if bad.height:
+        value = bad[column][0]
+        label = "NaN" if isinstance(value, float) and math.isnan(value) else repr(value)
+        raise BundleError(f"{file}: column {column!r} has {bad.height} non-finite value(s) (first: {label})")
+
+
+def _extra(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> list[pl.Expr]:
+    return [pl.col(c) for c in frame.columns if c not in columns]

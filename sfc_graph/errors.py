@@ -1,0 +1,45 @@
+"""One exception root for everything a user can get wrong or run into.
+
+The CLI turns any :class:`SfcError` into one sentence on stderr and a non-zero exit; anything else is a
+bug and keeps its traceback.
+"""
+
+
+class SfcError(Exception):
+    """Root of all sfc-graph errors that are the user's to fix (input, configuration, environment)."""
+
+
+class BundleError(SfcError):
+    """A circuit bundle is missing, malformed or fails validation."""
+
+
+class StoreError(SfcError):
+    """The circuit store cannot be opened, reached or written."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's server cannot be reached or refuses our credentials."""
+
+
+class CircuitNotFound(SfcError):
+    """A circuit id that is not in the store."""
+
+
+class QueryError(SfcError):
+    """An unknown query, a bad parameter, or a query the database refused."""
+
+
+class ComputeError(SfcError):
+    """Circuit discovery cannot run on the given model, dictionaries or task."""
+
+
+class DictionaryError(ComputeError):
+    """A dictionary (SAE / transcoder) file is unreadable or does not fit its site."""
+
+
+class TaskError(ComputeError):
+    """A task file is missing, empty or inconsistent with the tokenizer."""
+
+
+class ZooError(SfcError):
+    """The toy zoo's artefacts are missing or fail their quality bars."""
