@@ -1,0 +1,295 @@
+"""The graph schema (DESIGN.md §4) and the mapping from a bundle to the rows each backend writes.
+
+Shared nodes — ``Model``, ``Dictionary``, ``Feature``, ``ErrorNode``, ``Output``, ``Task`` — exist once
+however many circuits use them; a ``Feature`` is keyed by ``<dictionary id>/<index>``, so two circuits
+over the same dictionary meet on the same node. Each circuit also gets its own ``CircuitNode`` instances
+(one per bundle node and position) carrying the effect, linked to the shared node by ``INSTANCE_OF``;
+the circuit's ``EDGE`` relationships join its own instances. Path queries therefore never leave one
+circuit, however many circuits share a feature, and cross-circuit questions are one hop away through
+``(Circuit)-[:CONTAINS {effect, position}]->(Feature|ErrorNode|Output)``.
+
+One schema for both backends: the embedded store creates typed tables from it, Neo4j creates uniqueness
+constraints and indexes from it, and both write the rows :func:`circuit_rows` computes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+
+import polars as pl
+
+from .bundle import Bundle
+
+# Cypher types as LadybugDB spells them; Neo4j is schema-free for properties.
+STRING, INT64, DOUBLE = "STRING", "INT64", "DOUBLE"
+
+
+@dataclass(frozen=True)
+class NodeLabel:
+    name: str
+    key: str
+    properties: tuple[tuple[str, str], ...]  # (name, type), key first
+    shared: bool  # created once and reused by later circuits (vs. owned by one circuit)
+
+    @property
+    def columns(self) -> list[str]:
+        return [name for name, _ in self.properties]
+
+
+@dataclass(frozen=True)
+class RelType:
+    name: str
+    endpoints: tuple[tuple[str, str], ...]  # (from label, to label) pairs
+    properties: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        return [name for name, _ in self.properties]
+
+
+NODE_LABELS: tuple[NodeLabel, ...] = (
+    NodeLabel("Model", "id", (("id", STRING),), shared=True),
+    NodeLabel(
+        "Dictionary",
+        "id",
+        (("id", STRING), ("kind", STRING), ("d_dict", INT64), ("site", STRING), ("layer", INT64), ("sha256", STRING)),
+        shared=True,
+    ),
+    NodeLabel(
+        "Feature",
+        "id",
+        (("id", STRING), ("dictionary", STRING), ("latent", INT64), ("site", STRING), ("layer", INT64)),
+        shared=True,
+    ),
+    NodeLabel(
+        "ErrorNode", "id", (("id", STRING), ("dictionary", STRING), ("site", STRING), ("layer", INT64)), shared=True
+    ),
+    NodeLabel("Output", "id", (("id", STRING), ("model", STRING)), shared=True),
+    NodeLabel("Task", "name", (("name", STRING),), shared=True),
+    NodeLabel(
+        "Circuit",
+        "id",
+        (
+            ("id", STRING),
+            ("task", STRING),
+            ("model", STRING),
+            ("method", STRING),
+            ("metric", STRING),
+            ("aggregation", STRING),
+            ("n_nodes", INT64),
+            ("n_edges", INT64),
+            ("n_examples", INT64),
+            ("created_at", STRING),
+            ("loaded_at", STRING),
+            ("manifest", STRING),
+        ),
+        shared=False,
+    ),
+    NodeLabel(
+        "CircuitNode",
+        "uid",
+        (
+            ("uid", STRING),
+            ("circuit", STRING),
+            ("node_id", STRING),
+            ("kind", STRING),
+            ("site", STRING),
+            ("layer", INT64),
+            ("latent", INT64),  # the bundle's `index` (a reserved word in LadybugDB's Cypher)
+            ("position", INT64),
+            ("effect", DOUBLE),
+            ("feature", STRING),  # global Feature id; null for error and output nodes
+            ("identity", STRING),  # id of the shared Feature / ErrorNode / Output node
+        ),
+        shared=False,
+    ),
+)
+
+SHARED_TARGETS = (("Circuit", "Feature"), ("Circuit", "ErrorNode"), ("Circuit", "Output"))
+REL_TYPES: tuple[RelType, ...] = (
+    RelType("OF_MODEL", (("Dictionary", "Model"), ("Output", "Model"))),
+    RelType("IN_DICTIONARY", (("Feature", "Dictionary"), ("ErrorNode", "Dictionary"))),
+    RelType("FOR_TASK", (("Circuit", "Task"),)),
+    RelType("ON_MODEL", (("Circuit", "Model"),)),
+    RelType("USES", (("Circuit", "Dictionary"),), (("site", STRING),)),
+    RelType("CONTAINS", SHARED_TARGETS, (("effect", DOUBLE), ("position", INT64))),
+    RelType("HAS_NODE", (("Circuit", "CircuitNode"),)),
+    RelType(
+        "INSTANCE_OF", (("CircuitNode", "Feature"), ("CircuitNode", "ErrorNode"), ("CircuitNode", "Output"))
+    ),
+    RelType("EDGE", (("CircuitNode", "CircuitNode"),), (("circuit", STRING), ("weight", DOUBLE))),
+)
+LABELS = {label.name: label for label in NODE_LABELS}
+RELS = {rel.name: rel for rel in REL_TYPES}
+KIND_LABEL = {"feature": "Feature", "error": "ErrorNode", "output": "Output"}
+
+
+@dataclass(frozen=True)
+class CircuitRows:
+    """Everything one circuit adds to the graph, as tables.
+
+    ``nodes[label]`` has the label's columns in order; ``rels[(type, from, to)]`` has ``from``, ``to`` (the
+    endpoints' keys) and the type's property columns. Shared nodes are listed whether or not the store has
+    them already; the store drops those it has before writing.
+    """
+
+    circuit_id: str
+    nodes: dict[str, pl.DataFrame]
+    rels: dict[tuple[str, str, str], pl.DataFrame]
+
+    @property
+    def n_rows(self) -> int:
+        return sum(f.height for f in self.nodes.values()) + sum(f.height for f in self.rels.values())
+
+
+def circuit_node_uid(circuit_id: str, node_id: pl.Expr, position: pl.Expr) -> pl.Expr:
+    return pl.lit(circuit_id + "|") + node_id + pl.lit("@") + position.cast(pl.String)
+
+
+def error_node_id(dictionary_id: str) -> str:
+    return f"{dictionary_id}/err"
+
+
+def output_node_id(model: str) -> str:
+    return f"{model}/output"
+
+
+def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows:
+    """The rows that loading ``bundle`` writes, for every label and relationship type."""
+    manifest, cid, model = bundle.manifest, bundle.circuit_id, bundle.model
+    dictionaries = manifest["dictionaries"]
+    site_to_dict = {site: entry["id"] for site, entry in dictionaries.items()}
+
+    prefix = pl.col("node_id").str.split_exact("/", 1).struct.field("field_0")
+    dict_id = prefix.replace_strict(site_to_dict, default=None, return_dtype=pl.String)
+    identity = (
+        pl.when(pl.col("kind") == "feature")
+        .then(pl.col("dictionary") + "/" + pl.col("index").cast(pl.String))
+        .when(pl.col("kind") == "error")
+        .then(pl.col("dictionary") + "/err")
+        .otherwise(pl.lit(output_node_id(model)))
+    )
+    nodes = bundle.nodes.with_columns(dict_id.alias("dictionary")).with_columns(
+        identity.alias("identity"),
+        circuit_node_uid(cid, pl.col("node_id"), pl.col("position")).alias("uid"),
+        pl.lit(cid).alias("circuit"),
+    )
+    nodes = nodes.with_columns(
+        pl.when(pl.col("kind") == "feature").then(pl.col("identity")).otherwise(None).alias("feature")
+    )
+
+    dict_rows = pl.DataFrame(
+        {
+            "id": [e["id"] for e in dictionaries.values()],
+            "kind": [str(e.get("kind", "sae")) for e in dictionaries.values()],
+            "d_dict": [_int_or_none(e.get("d_dict")) for e in dictionaries.values()],
+            "site": [_site_kind(s) for s in dictionaries],
+            "layer": [_site_layer(s) for s in dictionaries],
+            "sha256": [e.get("sha256") for e in dictionaries.values()],
+        },
+        schema={"id": pl.String, "kind": pl.String, "d_dict": pl.Int64, "site": pl.String, "layer": pl.Int64,
+                "sha256": pl.String},
+    ).unique("id", keep="first", maintain_order=True)
+    features = nodes.filter(pl.col("kind") == "feature")
+    errors = nodes.filter(pl.col("kind") == "error")
+    outputs = nodes.filter(pl.col("kind") == "output")
+
+    node_tables = {
+        "Model": pl.DataFrame({"id": [model]}),
+        "Dictionary": dict_rows,
+        "Feature": features.select(
+            pl.col("identity").alias("id"), "dictionary", pl.col("index").alias("latent"), "site", "layer"
+        ).unique("id", maintain_order=True),
+        "ErrorNode": errors.select(pl.col("identity").alias("id"), "dictionary", "site", "layer").unique(
+            "id", maintain_order=True
+        ),
+        "Output": pl.DataFrame({"id": [output_node_id(model)], "model": [model]}).head(min(1, outputs.height)),
+        "Task": pl.DataFrame({"name": [bundle.task]}),
+        "Circuit": pl.DataFrame(
+            [
+                {
+                    "id": cid,
+                    "task": bundle.task,
+                    "model": model,
+                    "method": manifest["method"],
+                    "metric": manifest.get("metric"),
+                    "aggregation": manifest.get("aggregation"),
+                    "n_nodes": bundle.nodes.height,
+                    "n_edges": bundle.edges.height,
+                    "n_examples": _int_or_none(manifest.get("n_examples")),
+                    "created_at": manifest.get("created_at"),
+                    "loaded_at": loaded_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "manifest": json.dumps(manifest, sort_keys=True),
+                }
+            ],
+            schema={name: _polars_type(t) for name, t in LABELS["Circuit"].properties},
+        ),
+        "CircuitNode": nodes.rename({"index": "latent"}).select(LABELS["CircuitNode"].columns),
+    }
+    node_tables = {
+        name: frame.select([pl.col(c).cast(_polars_type(t)) for c, t in LABELS[name].properties])
+        for name, frame in node_tables.items()
+    }
+
+    uid = circuit_node_uid(cid, pl.col("node_id"), pl.col("position"))
+    edges = bundle.edges.select(
+        circuit_node_uid(cid, pl.col("src"), pl.col("src_position")).alias("from"),
+        circuit_node_uid(cid, pl.col("dst"), pl.col("dst_position")).alias("to"),
+        pl.lit(cid).alias("circuit"),
+        pl.col("weight"),
+    )
+    by_kind = {kind: nodes.filter(pl.col("kind") == kind) for kind in KIND_LABEL}
+    rels: dict[tuple[str, str, str], pl.DataFrame] = {
+        ("OF_MODEL", "Dictionary", "Model"): dict_rows.select(pl.col("id").alias("from"), pl.lit(model).alias("to")),
+        ("OF_MODEL", "Output", "Model"): node_tables["Output"].select(pl.col("id").alias("from"), pl.col("model").alias("to")),
+        ("IN_DICTIONARY", "Feature", "Dictionary"): node_tables["Feature"].select(
+            pl.col("id").alias("from"), pl.col("dictionary").alias("to")
+        ),
+        ("IN_DICTIONARY", "ErrorNode", "Dictionary"): node_tables["ErrorNode"].select(
+            pl.col("id").alias("from"), pl.col("dictionary").alias("to")
+        ),
+        ("FOR_TASK", "Circuit", "Task"): pl.DataFrame({"from": [cid], "to": [bundle.task]}),
+        ("ON_MODEL", "Circuit", "Model"): pl.DataFrame({"from": [cid], "to": [model]}),
+        ("USES", "Circuit", "Dictionary"): pl.DataFrame(
+            {"from": [cid] * len(dictionaries), "to": [e["id"] for e in dictionaries.values()],
+             "site": list(dictionaries)},
+            schema={"from": pl.String, "to": pl.String, "site": pl.String},
+        ),
+        ("HAS_NODE", "Circuit", "CircuitNode"): nodes.select(pl.lit(cid).alias("from"), pl.col("uid").alias("to")),
+        ("EDGE", "CircuitNode", "CircuitNode"): edges,
+    }
+    for kind, label in KIND_LABEL.items():
+        frame = by_kind[kind]
+        rels[("CONTAINS", "Circuit", label)] = frame.select(
+            pl.lit(cid).alias("from"), pl.col("identity").alias("to"), "effect", "position"
+        )
+        rels[("INSTANCE_OF", "CircuitNode", label)] = frame.select(
+            uid.alias("from"), pl.col("identity").alias("to")
+        )
+    # Shared-node relationships (OF_MODEL, IN_DICTIONARY) are only written together with the node they start from.
+    return CircuitRows(circuit_id=cid, nodes=node_tables, rels=rels)
+
+
+def shared_rel_owner(rel_key: tuple[str, str, str]) -> str | None:
+    """The shared label whose new nodes a relationship belongs to (written only for new nodes), if any."""
+    name, src, _ = rel_key
+    return src if name in ("OF_MODEL", "IN_DICTIONARY") else None
+
+
+def _polars_type(cypher_type: str) -> pl.DataType:
+    return {STRING: pl.String, INT64: pl.Int64, DOUBLE: pl.Float64}[cypher_type]
+
+
+def _int_or_none(value) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _site_kind(site: str) -> str:
+    return site.rsplit("_", 1)[0] if "_" in site else site
+
+
+def _site_layer(site: str) -> int:
+    tail = site.rsplit("_", 1)[-1]
+    return int(tail) if "_" in site and tail.isdigit() else -1

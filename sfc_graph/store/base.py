@@ -1,0 +1,160 @@
+"""The one algorithm every backend shares: loading, deleting, listing and reading circuits.
+
+A backend supplies four primitives — :meth:`run` (a read), :meth:`_write_rows` (one circuit's rows in one
+transaction), :meth:`_run_in_transaction` (several statements atomically) and :meth:`close` — and
+everything else happens here, identically for both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import polars as pl
+
+from ..bundle import Bundle, read_bundle
+from ..errors import CircuitNotFound
+from ..graph import LABELS, NODE_LABELS, REL_TYPES, CircuitRows, circuit_rows, shared_rel_owner
+from .statements import statement, statements
+
+log = logging.getLogger(__name__)
+
+# progress(done_rows, total_rows): the CLI draws a bar with it.
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    circuit_id: str
+    loaded: bool  # False: the circuit was already in the store and nothing was written
+    n_nodes: int = 0
+    n_edges: int = 0
+    source: str | None = None
+
+
+class BaseStore:
+    """Shared behaviour of :class:`~sfc_graph.store.CircuitStore` implementations."""
+
+    backend: str = "?"
+    dialect: str = "portable"
+
+    # --- primitives each backend provides -------------------------------------------------------------
+    def run(self, cypher: str, params: dict[str, Any] | None = None) -> pl.DataFrame:  # pragma: no cover
+        raise NotImplementedError
+
+    def _write_rows(self, rows: CircuitRows, progress: Progress | None) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _run_in_transaction(self, cypher: Iterable[str], params: dict[str, Any]) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- the shared algorithm --------------------------------------------------------------------------
+    def has_circuit(self, circuit_id: str) -> bool:
+        return self.run(statement("circuit-exists"), {"circuit": circuit_id}).height > 0
+
+    def load(self, bundle: Bundle | str | os.PathLike[str], *, progress: Progress | None = None) -> LoadResult:
+        """Load one bundle: all of it in one transaction, or nothing if the circuit is already there."""
+        if not isinstance(bundle, Bundle):
+            bundle = read_bundle(bundle)
+        source = str(bundle.path) if bundle.path else None
+        if self.has_circuit(bundle.circuit_id):
+            log.info("circuit %s already in the store; skipped", bundle.circuit_id)
+            return LoadResult(bundle.circuit_id, loaded=False, source=source)
+        rows = self._only_new_shared_nodes(circuit_rows(bundle))
+        self._write_rows(rows, progress)
+        log.info("loaded circuit %s (%d nodes, %d edges)", bundle.circuit_id, bundle.nodes.height, bundle.edges.height)
+        return LoadResult(bundle.circuit_id, True, bundle.nodes.height, bundle.edges.height, source)
+
+    def delete(self, circuit_id: str) -> None:
+        """Remove a circuit, its edges and memberships, and the shared nodes no other circuit uses."""
+        self.require_circuit(circuit_id)
+        self._run_in_transaction(statements("delete-circuit"), {"circuit": circuit_id})
+
+    def require_circuit(self, circuit_id: str) -> None:
+        if not self.has_circuit(circuit_id):
+            known = self.run(statement("list-circuits"))["id"].to_list()
+            hint = f"; known circuits: {', '.join(known[:5])}{' …' if len(known) > 5 else ''}" if known else \
+                "; the store is empty"
+            raise CircuitNotFound(f"no circuit {circuit_id!r} in the store{hint}")
+
+    def circuits(self) -> pl.DataFrame:
+        """One row per circuit: id, task, model, method, n_nodes, n_edges, created_at."""
+        return self.run(statement("list-circuits"))
+
+    def stats(self) -> pl.DataFrame:
+        """Counts per node label and relationship type (zero included)."""
+        found = self.run(statement("stats"))
+        counts = {(r["what"], r["name"]): r["count"] for r in found.iter_rows(named=True)}
+        expected = [("node", label.name) for label in NODE_LABELS] + [("relationship", r.name) for r in REL_TYPES]
+        return pl.DataFrame(
+            {"what": [w for w, _ in expected], "name": [n for _, n in expected],
+             "count": [int(counts.get(key) or 0) for key in expected]},
+            schema={"what": pl.String, "name": pl.String, "count": pl.Int64},
+        )
+
+    def read_circuit(self, circuit_id: str) -> Bundle:
+        """The circuit as a bundle (manifest, nodes, edges), read back from the graph."""
+        self.require_circuit(circuit_id)
+        manifest = json.loads(self.run(statement("circuit-manifest"), {"circuit": circuit_id})["manifest"][0])
+        from ..bundle import EDGE_COLUMNS, NODE_COLUMNS
+
+        nodes = self.run(statement("circuit-nodes"), {"circuit": circuit_id}).rename({"latent": "index"}, strict=False)
+        edges = self.run(statement("circuit-edges"), {"circuit": circuit_id})
+        nodes = _typed(nodes, NODE_COLUMNS, extra=["feature"]).sort("node_id", "position")
+        edges = _typed(edges, EDGE_COLUMNS).sort("src", "src_position", "dst", "dst_position")
+        return Bundle(manifest=manifest, nodes=nodes, edges=edges)
+
+    def query(self, name: str, **params: Any) -> pl.DataFrame:
+        """Run a named query from the library in ``queries/`` with ``params``."""
+        from ..queries import run_query
+
+        return run_query(self, name, params)
+
+    def to_networkx(self, circuit_id: str, *, node_threshold: float = 0.0, edge_threshold: float = 0.0):
+        """The circuit as a :class:`networkx.DiGraph` (see :mod:`sfc_graph.export`)."""
+        from ..export import circuit_to_networkx
+
+        return circuit_to_networkx(self, circuit_id, node_threshold=node_threshold, edge_threshold=edge_threshold)
+
+    # --- helpers -----------------------------------------------------------------------------------------
+    def _only_new_shared_nodes(self, rows: CircuitRows) -> CircuitRows:
+        """Drop shared nodes (and their OF_MODEL/IN_DICTIONARY links) that the store already has."""
+        shared = [label for label in NODE_LABELS if label.shared]
+        existing_statements = statements("existing-keys")
+        assert len(existing_statements) == len(shared), "existing-keys.cypher out of step with the schema"
+        nodes = dict(rows.nodes)
+        dictionaries = rows.nodes["Dictionary"]["id"].to_list()
+        for label, cypher in zip(shared, existing_statements):
+            frame = nodes[label.name]
+            if frame.height == 0:
+                continue
+            keys = frame[label.key].to_list()
+            params = {"dictionaries": dictionaries} if "$dictionaries" in cypher else {"keys": keys}
+            have = self.run(cypher, params)
+            if have.height:
+                nodes[label.name] = frame.filter(~pl.col(label.key).is_in(have["key"].implode()))
+        rels = {}
+        for key, frame in rows.rels.items():
+            owner = shared_rel_owner(key)
+            if owner is not None:
+                frame = frame.filter(pl.col("from").is_in(nodes[owner][LABELS[owner].key].implode()))
+            rels[key] = frame
+        return CircuitRows(rows.circuit_id, nodes, rels)
+
+
+def _typed(frame: pl.DataFrame, columns: dict[str, pl.DataType], extra: list[str] = ()) -> pl.DataFrame:
+    if frame.height == 0 and not frame.columns:
+        return pl.DataFrame(schema={**columns, **{c: pl.String for c in extra}})
+    return frame.select([pl.col(c).cast(t) for c, t in columns.items()] + [pl.col(c) for c in extra])

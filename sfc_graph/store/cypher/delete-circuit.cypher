@@ -1,0 +1,31 @@
+// Remove one circuit, in one transaction: its node instances and edges, the circuit and its links, then the
+// shared nodes that no other circuit uses any more. Statements run in order.
+MATCH (c:Circuit {id: $circuit})-[:HAS_NODE]->(n:CircuitNode)
+DETACH DELETE n
+;
+MATCH (c:Circuit {id: $circuit})-[:CONTAINS]->(f:Feature)
+WHERE NOT EXISTS { MATCH (f)<-[:CONTAINS]-(other:Circuit) WHERE other.id <> $circuit }
+DETACH DELETE f
+;
+MATCH (c:Circuit {id: $circuit})-[:CONTAINS]->(e:ErrorNode)
+WHERE NOT EXISTS { MATCH (e)<-[:CONTAINS]-(other:Circuit) WHERE other.id <> $circuit }
+DETACH DELETE e
+;
+MATCH (c:Circuit {id: $circuit})-[:CONTAINS]->(o:Output)
+WHERE NOT EXISTS { MATCH (o)<-[:CONTAINS]-(other:Circuit) WHERE other.id <> $circuit }
+DETACH DELETE o
+;
+MATCH (c:Circuit {id: $circuit})-[:USES]->(d:Dictionary)
+WHERE NOT EXISTS { MATCH (d)<-[:USES]-(other:Circuit) WHERE other.id <> $circuit }
+DETACH DELETE d
+;
+MATCH (c:Circuit {id: $circuit})-[:FOR_TASK]->(t:Task)
+WHERE NOT EXISTS { MATCH (t)<-[:FOR_TASK]-(other:Circuit) WHERE other.id <> $circuit }
+DETACH DELETE t
+;
+MATCH (c:Circuit {id: $circuit})-[:ON_MODEL]->(m:Model)
+WHERE NOT EXISTS { MATCH (m)<-[:ON_MODEL]-(other:Circuit) WHERE other.id <> $circuit }
+DETACH DELETE m
+;
+MATCH (c:Circuit {id: $circuit})
+DETACH DELETE c
