@@ -1,0 +1,90 @@
+"""Store commands: ``sfc load``, ``sfc circuits``, ``sfc stats``, ``sfc delete``."""
+
+from __future__ import annotations
+
+import click
+
+from sfc_graph.cli.app import CONTEXT_SETTINGS
+from sfc_graph.cli.options import format_option, store_option
+
+# Bundles with more rows than this get a progress bar while loading.
+PROGRESS_MIN_ROWS = 200_000
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=str))
+@store_option
+@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+def load(bundles: tuple[str, ...], store: str, quiet: bool) -> None:
+    """Load circuit BUNDLE directories into the store.
+
+    Every bundle is validated before any is loaded, so a bad one loads nothing. A circuit already in the
+    store is skipped; each circuit is written in one transaction (all of it or none of it).
+    """
+    from sfc_graph.bundle import read_bundle
+    from sfc_graph.store import open_store
+
+    validated = [read_bundle(path) for path in bundles]
+    with open_store(store) as circuit_store:
+        for bundle in validated:
+            rows = bundle.nodes.height * 4 + bundle.edges.height
+            if quiet or rows < PROGRESS_MIN_ROWS:
+                result = circuit_store.load(bundle)
+            else:
+                result = _load_with_progress(circuit_store, bundle)
+            if quiet:
+                continue
+            if result.loaded:
+                click.echo(
+                    f"loaded  {result.circuit_id}  ({bundle.task}, {result.n_nodes:,} nodes, {result.n_edges:,} edges) "
+                    f"from {bundle.path}"
+                )
+            else:
+                click.echo(f"skipped {result.circuit_id}  (already in the store) from {bundle.path}")
+
+
+def _load_with_progress(circuit_store, bundle):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("loading {task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
+        TimeElapsedColumn(), transient=True,
+    ) as bar:
+        task = bar.add_task(bundle.circuit_id[:24], total=None)
+        return circuit_store.load(bundle, progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@store_option
+@format_option("table", "json", "csv")
+def circuits(store: str, fmt: str) -> None:
+    """List the circuits in the store: id, task, model, method, n_nodes, n_edges, created_at."""
+    from sfc_graph.cli.output import emit
+    from sfc_graph.store import open_store
+
+    with open_store(store, read_only=True, create=False) as circuit_store:
+        emit(circuit_store.circuits(), fmt, title="circuits")
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@store_option
+@format_option("table", "json", "csv")
+def stats(store: str, fmt: str) -> None:
+    """Count nodes per label and relationships per type."""
+    from sfc_graph.cli.output import emit
+    from sfc_graph.store import open_store
+
+    with open_store(store, read_only=True, create=False) as circuit_store:
+        emit(circuit_store.stats(), fmt, title="store statistics")
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("circuit_id")
+@store_option
+def delete(circuit_id: str, store: str) -> None:
+    """Remove CIRCUIT_ID: its nodes, edges and memberships, and shared nodes no other circuit uses."""
+    from sfc_graph.store import open_store
+
+    with open_store(store, create=False) as circuit_store:
+        circuit_store.delete(circuit_id)
+    click.echo(f"deleted {circuit_id}")

@@ -1,0 +1,196 @@
+"""Backend conformance: every backend must behave identically on these (embedded always, Neo4j when set).
+
+Expected values come from the bundles' own Parquet tables, computed here with polars, never from the store.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import polars as pl
+import pytest
+
+from builders import build_circuit, dictionaries
+from sfc_graph.bundle import read_bundle
+from sfc_graph.store import open_store
+
+
+def _canonical_nodes(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select("node_id", "kind", "site", "layer", "index", "position", "effect").sort("node_id", "position")
+
+
+def _canonical_edges(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select("src", "dst", "src_position", "dst_position", "weight").sort(
+        "src", "src_position", "dst", "dst_position"
+    )
+
+
+def _identities(bundle) -> set[str]:
+    return set(bundle.feature_identity().drop_nulls().to_list())
+
+
+def _count(store, name: str) -> int:
+    stats = store.stats()
+    return int(stats.filter(pl.col("name") == name)["count"][0])
+
+
+def test_round_trip(store, tmp_path):
+    bundle = build_circuit(tmp_path / "a", "circuit-a", task="agreement", seed=3)
+    result = store.load(tmp_path / "a")
+    assert result.loaded and result.circuit_id == "circuit-a"
+    back = store.read_circuit("circuit-a")
+    assert back.manifest == read_bundle(tmp_path / "a").manifest
+    assert _canonical_nodes(back.nodes).equals(_canonical_nodes(bundle.nodes))
+    assert _canonical_edges(back.edges).equals(_canonical_edges(bundle.edges))
+    row = store.circuits().row(0, named=True)
+    assert (row["id"], row["task"], row["n_nodes"], row["n_edges"]) == (
+        "circuit-a", "agreement", bundle.nodes.height, bundle.edges.height
+    )
+
+
+def test_round_trip_per_position(store, tmp_path):
+    """aggregation=none: the same feature at several positions stays several nodes, edges keep positions."""
+    first = build_circuit(tmp_path / "p0", "c-pos", seed=5, position=0)
+    second = build_circuit(tmp_path / "p1", "c-pos-1", seed=5, position=3)
+    nodes = pl.concat([first.nodes, second.nodes])
+    edges = pl.concat([first.edges, second.edges,
+                       pl.DataFrame({"src": ["resid_1/err"], "dst": ["output"], "src_position": [0], "dst_position": [3],
+                                     "weight": [0.25]})])
+    from sfc_graph.bundle import write_bundle
+
+    manifest = dict(first.manifest, circuit_id="c-positions", aggregation="none")
+    write_bundle(tmp_path / "pos", manifest, nodes, edges)
+    store.load(tmp_path / "pos")
+    back = store.read_circuit("c-positions")
+    assert _canonical_nodes(back.nodes).equals(_canonical_nodes(nodes))
+    assert _canonical_edges(back.edges).equals(_canonical_edges(edges))
+
+
+def test_load_is_idempotent(store, tmp_path):
+    build_circuit(tmp_path / "a", "circuit-a", seed=1)
+    assert store.load(tmp_path / "a").loaded
+    before = store.stats()
+    again = store.load(tmp_path / "a")
+    assert not again.loaded
+    assert store.stats().equals(before)
+
+
+def test_shared_features_are_one_node(store, tmp_path):
+    a = build_circuit(tmp_path / "a", "circuit-a", task="t1", seed=1, feature_pool=range(10))
+    b = build_circuit(tmp_path / "b", "circuit-b", task="t2", seed=2, feature_pool=range(10))
+    store.load(tmp_path / "a")
+    store.load(tmp_path / "b")
+    shared = _identities(a) & _identities(b)
+    assert shared, "the builder should produce overlapping circuits"
+    assert _count(store, "Feature") == len(_identities(a) | _identities(b))
+    found = store.run(
+        "MATCH (a:Circuit {id: $a})-[:CONTAINS]->(f:Feature) MATCH (b:Circuit {id: $b})-[:CONTAINS]->(f) "
+        "RETURN DISTINCT f.id AS id",
+        {"a": "circuit-a", "b": "circuit-b"},
+    )
+    assert set(found["id"].to_list()) == shared
+    # Each circuit's instance of a shared feature points at the same Feature node.
+    instances = store.run(
+        "MATCH (n:CircuitNode)-[:INSTANCE_OF]->(f:Feature) WHERE f.id IN $ids RETURN f.id AS id, count(n) AS n",
+        {"ids": sorted(shared)},
+    )
+    assert set(instances["n"].to_list()) == {2}
+
+
+def test_different_dictionaries_never_collide(store, tmp_path):
+    a = build_circuit(tmp_path / "a", "circuit-a", model="model-one", seed=1, feature_pool=range(6))
+    b = build_circuit(tmp_path / "b", "circuit-b", model="model-two", seed=1, feature_pool=range(6))
+    store.load(tmp_path / "a")
+    store.load(tmp_path / "b")
+    assert not (_identities(a) & _identities(b))
+    assert _count(store, "Feature") == len(_identities(a)) + len(_identities(b))
+    assert _count(store, "Model") == 2
+    assert _count(store, "Dictionary") == len(dictionaries()) * 2
+
+
+def test_delete_keeps_what_others_use(store, tmp_path):
+    a = build_circuit(tmp_path / "a", "circuit-a", task="t1", seed=1, feature_pool=range(10))
+    b = build_circuit(tmp_path / "b", "circuit-b", task="t2", seed=2, feature_pool=range(10))
+    store.load(tmp_path / "a")
+    store.load(tmp_path / "b")
+    store.delete("circuit-a")
+    assert not store.has_circuit("circuit-a")
+    assert _count(store, "Feature") == len(_identities(b))
+    assert _count(store, "Task") == 1
+    assert _count(store, "EDGE") == b.edges.height
+    assert _count(store, "CircuitNode") == b.nodes.height
+    back = store.read_circuit("circuit-b")
+    assert _canonical_nodes(back.nodes).equals(_canonical_nodes(b.nodes))
+    assert _canonical_edges(back.edges).equals(_canonical_edges(b.edges))
+    store.delete("circuit-b")
+    assert int(store.stats()["count"].sum()) == 0
+    # A deleted circuit loads again in full.
+    assert store.load(tmp_path / "a").loaded
+    assert _canonical_edges(store.read_circuit("circuit-a").edges).equals(_canonical_edges(a.edges))
+
+
+def test_delete_unknown_circuit(store):
+    from sfc_graph.errors import CircuitNotFound
+
+    with pytest.raises(CircuitNotFound, match="no circuit 'nope'"):
+        store.delete("nope")
+
+
+class InjectedFailure(Exception):
+    pass
+
+
+def test_failure_in_the_middle_of_a_load_leaves_nothing(store_spec, tmp_path):
+    build_circuit(tmp_path / "a", "circuit-a", task="t1", seed=1, feature_pool=range(10))
+    b = build_circuit(tmp_path / "b", "circuit-b", task="t2", seed=2, feature_pool=range(10))
+    with open_store(store_spec) as store:
+        store.load(tmp_path / "a")
+        before = store.stats()
+        calls = []
+
+        def fail_midway(done: int, total: int) -> None:
+            calls.append(done)
+            if len(calls) == 3:  # some tables written, others not
+                raise InjectedFailure("injected")
+
+        with pytest.raises(InjectedFailure):
+            store.load(tmp_path / "b", progress=fail_midway)
+        assert len(calls) == 3
+        assert not store.has_circuit("circuit-b")
+        assert store.stats().equals(before)
+        # The same store object goes on working, and the next load completes.
+        assert store.load(tmp_path / "b").loaded
+        assert _canonical_edges(store.read_circuit("circuit-b").edges).equals(_canonical_edges(b.edges))
+
+
+def test_sigkill_in_the_middle_of_a_load(tmp_path):
+    """Embedded store: a process killed mid-load leaves the previous state, and the next load completes."""
+    spec = str(tmp_path / "store")
+    build_circuit(tmp_path / "a", "circuit-a", task="t1", seed=1)
+    b = build_circuit(tmp_path / "b", "circuit-b", task="t2", seed=2, features_per_site=12, feature_pool=range(40))
+    with open_store(spec) as store:
+        store.load(tmp_path / "a")
+        before = store.stats()
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from sfc_graph.store import open_store
+        calls = []
+        def kill_midway(done, total):
+            calls.append(done)
+            if len(calls) == 4:
+                os.kill(os.getpid(), signal.SIGKILL)
+        with open_store({spec!r}) as store:
+            store.load({str(tmp_path / "b")!r}, progress=kill_midway)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    with open_store(spec) as store:
+        assert not store.has_circuit("circuit-b")
+        assert store.stats().equals(before)
+        assert store.load(tmp_path / "b").loaded
+        assert _canonical_nodes(store.read_circuit("circuit-b").nodes).equals(_canonical_nodes(b.nodes))
