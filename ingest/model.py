@@ -1,0 +1,175 @@
+"""Model access: the only module that loads transformer_lens models.
+
+A model spec is ``toy-zoo`` (the shipped zoo), a local checkpoint directory (``config.json`` holding
+HookedTransformerConfig fields, ``model.safetensors``, optionally ``tokenizer.json``), or a
+transformer_lens pretrained name such as ``gpt2`` / ``pythia-70m-deduped`` (needs the weights online or in
+the Hugging Face cache). Switching to transformer_lens 4's TransformerBridge is a change to this file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sfc_graph.errors import ComputeError
+
+log = logging.getLogger(__name__)
+
+ZOO_SPEC = "toy-zoo"
+
+
+@dataclass
+class ModelHandle:
+    """A loaded model and what identifies its weights."""
+
+    model: Any  # transformer_lens.HookedTransformer
+    model_id: str
+    weights_sha256: str
+    source: str
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.cfg.device if isinstance(self.model.cfg.device, torch.device) else torch.device(
+            self.model.cfg.device
+        )
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.cfg.n_layers)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.cfg.d_model)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ComputeError(f"--device {device} was asked for, but torch sees no CUDA device here")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ComputeError(f"{device!r} is not a device; use auto, cpu or cuda") from None
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """A digest of the weights themselves (names, shapes, dtypes and bytes), independent of the file format."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def wrap(model: Any, *, model_id: str, source: str = "in-memory") -> ModelHandle:
+    """A handle for a HookedTransformer built elsewhere (tests, notebooks)."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return ModelHandle(model=model, model_id=model_id, weights_sha256=state_dict_sha256(model), source=source)
+
+
+def load_model(spec: str, *, device: str = "auto") -> ModelHandle:
+    """Load the model named by ``spec`` onto ``device`` (see the module docstring)."""
+    target = resolve_device(device)
+    if spec == ZOO_SPEC:
+        return _load_zoo(target)
+    path = Path(spec)
+    if path.is_dir():
+        return _load_checkpoint_dir(path, target)
+    if spec.startswith(("/", "./", "../", "~")):
+        raise ComputeError(f"{spec}: no such model directory (a checkpoint directory, {ZOO_SPEC}, or a model name)")
+    return _load_pretrained(spec, target)
+
+
+def _load_zoo(device: torch.device) -> ModelHandle:
+    try:
+        from sfc_graph import zoo
+    except ImportError as exc:
+        raise ComputeError(f"the toy zoo is not available in this installation ({exc})") from None
+    model = zoo.load_model(device)
+    return wrap(model, model_id=zoo.ZOO_NAME, source=str(zoo.zoo_dir()))
+
+
+def _load_checkpoint_dir(path: Path, device: torch.device) -> ModelHandle:
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    config_file, weights_file = path / "config.json", path / "model.safetensors"
+    for needed in (config_file, weights_file):
+        if not needed.is_file():
+            raise ComputeError(f"{needed}: missing; a model directory holds config.json and model.safetensors")
+    try:
+        fields = json.loads(config_file.read_text(encoding="utf-8"))
+        cfg = HookedTransformerConfig(**{k: v for k, v in fields.items() if k in _config_fields()})
+    except Exception as exc:
+        raise ComputeError(f"{config_file}: not a HookedTransformerConfig ({exc})") from None
+    tokenizer = None
+    if (path / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
+    model = HookedTransformer(cfg, tokenizer=tokenizer)
+    try:
+        model.load_state_dict(load_file(str(weights_file)), strict=False)
+    except RuntimeError as exc:
+        raise ComputeError(f"{weights_file}: does not fit {config_file} ({str(exc).splitlines()[0]})") from None
+    model.to(device)
+    model_id = str(fields.get("model_id") or fields.get("model_name") or path.name)
+    return wrap(model, model_id=model_id, source=str(path))
+
+
+def _config_fields() -> set[str]:
+    import dataclasses
+
+    from transformer_lens import HookedTransformerConfig
+
+    return {f.name for f in dataclasses.fields(HookedTransformerConfig)}
+
+
+def _load_pretrained(name: str, device: torch.device) -> ModelHandle:
+    from transformer_lens import HookedTransformer
+
+    try:
+        model = HookedTransformer.from_pretrained(name, device=str(device))
+    except Exception as exc:  # unknown names, no network, missing cache all land here
+        raise ComputeError(
+            f"cannot load model {name!r}: {str(exc).splitlines()[0][:200]} "
+            f"(give {ZOO_SPEC}, a checkpoint directory, or a transformer_lens model name)"
+        ) from None
+    return wrap(model, model_id=name, source="transformer_lens pretrained")
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+
+def tokenize(handle: ModelHandle, text: str, *, prepend_bos: bool | None = None) -> list[int]:
+    """Token ids of ``text`` as the model reads it (BOS per the model's default unless told)."""
+    tokenizer = handle.model.tokenizer
+    if tokenizer is None:
+        raise ComputeError(f"model {handle.model_id} has no tokenizer, so text tasks cannot be read")
+    tokens = handle.model.to_tokens(text, prepend_bos=prepend_bos, truncate=False)
+    return [int(t) for t in tokens[0].tolist()]
+
+
+def unknown_token_id(handle: ModelHandle) -> int | None:
+    tokenizer = handle.model.tokenizer
+    return getattr(tokenizer, "unk_token_id", None) if tokenizer is not None else None
+
+
+def answer_token(handle: ModelHandle, answer: str) -> int | None:
+    """The single token for ``answer`` (trying a leading space for BPE vocabularies), or None."""
+    for candidate in (answer, " " + answer) if not answer.startswith(" ") else (answer,):
+        tokens = tokenize(handle, candidate, prepend_bos=False)
+        if len(tokens) == 1 and tokens[0] != unknown_token_id(handle):
+            return tokens[0]
+    return None
