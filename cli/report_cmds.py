@@ -1,0 +1,106 @@
+"""Export, comparison and diagram commands: ``sfc export``, ``sfc compare``, ``sfc viz``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from sfc_graph.cli.app import CONTEXT_SETTINGS
+from sfc_graph.cli.options import store_option
+
+EXPORT_FORMATS = ("graphml", "gexf", "json", "gpickle")
+
+node_threshold_option = click.option(
+    "--node-threshold", type=click.FloatRange(min=0.0), default=0.0, show_default=True, metavar="X",
+    help="Keep nodes with |effect| >= X (the output node is always kept).",
+)
+edge_threshold_option = click.option(
+    "--edge-threshold", type=click.FloatRange(min=0.0), default=0.0, show_default=True, metavar="Y",
+    help="Keep edges with |weight| >= Y between kept nodes.",
+)
+
+
+def _open(store: str):
+    from sfc_graph.store import open_store
+
+    return open_store(store, read_only=True)
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("circuit_id")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
+              help="File format (json = NetworkX node-link); default: from the --out extension.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="File to write.")
+@node_threshold_option
+@edge_threshold_option
+@store_option
+def export(circuit_id: str, fmt: str | None, out: Path, node_threshold: float, edge_threshold: float,
+           store: str) -> None:
+    """Export circuit CIRCUIT_ID as a NetworkX graph file (GraphML for Gephi, GEXF, node-link JSON, pickle).
+
+    Nodes are keyed by node id (``resid_0/17``), or ``node_id@position`` when the circuit keeps positions;
+    they carry node_id, kind, site, layer, index, position, effect and feature (global identity); edges
+    carry weight.
+    """
+    from sfc_graph.export import format_for, write_graph
+
+    fmt = format_for(out, fmt)
+    with _open(store) as circuit_store:
+        graph = circuit_store.to_networkx(circuit_id, node_threshold=node_threshold, edge_threshold=edge_threshold)
+    write_graph(graph, out, fmt)
+    click.echo(f"wrote {out} ({fmt}, {graph.number_of_nodes():,} nodes, {graph.number_of_edges():,} edges)")
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("selectors", nargs=-1, required=True, metavar="CIRCUIT_OR_TASK...")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Directory for report.md, report.html and the PNG plots.")
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Top features listed per circuit.")
+@store_option
+def compare(selectors: tuple[str, ...], out: Path, top_k: int, store: str) -> None:
+    """Write a cross-task comparison report of the circuits named (a task name means all its circuits).
+
+    The report (report.md, and a self-contained report.html) holds an overlap heatmap, a shared-features
+    table, per-layer profiles, top features per circuit, error shares and faithfulness curves.
+    """
+    from sfc_graph.report.compare import build_comparison_report
+
+    with _open(store) as circuit_store:
+        report = build_comparison_report(circuit_store, list(selectors), out, top_k=top_k)
+    click.echo(f"compared {len(report.circuits)} circuit(s); open {report.html}")
+    click.echo(f"  markdown: {report.markdown}  plots: {', '.join(p.name for p in report.images)}")
+    for line in report.summary:
+        click.echo(f"  - {line}")
+
+
+@click.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("circuit_id")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Diagram file, .svg or .png.")
+@node_threshold_option
+@edge_threshold_option
+@click.option("--max-nodes", type=click.IntRange(min=1), default=60, show_default=True,
+              help="Draw at most this many nodes (largest |effect| first) besides the output.")
+@click.option("--max-edges", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Draw at most this many edges (largest |weight| first).")
+@store_option
+def viz(circuit_id: str, out: Path, node_threshold: float, edge_threshold: float, max_nodes: int, max_edges: int,
+        store: str) -> None:
+    """Draw circuit CIRCUIT_ID as a layered diagram (Graphviz): embedding at the bottom, output at the top.
+
+    Features are boxes, SAE error nodes dashed triangles; blue means a positive effect or weight, red a
+    negative one; edge width follows |weight|. Needs Graphviz's ``dot`` program.
+    """
+    from sfc_graph.report.viz import diagram_format, draw_circuit, require_graphviz
+
+    diagram_format(out)
+    require_graphviz()
+    with _open(store) as circuit_store:
+        diagram = draw_circuit(circuit_store, circuit_id, out, node_threshold=node_threshold,
+                               edge_threshold=edge_threshold, max_nodes=max_nodes, max_edges=max_edges)
+    click.echo(f"wrote {diagram.path} ({diagram.n_nodes} nodes, {diagram.n_edges} edges)")
+    if diagram.note:
+        click.echo(f"note: {diagram.note}")
