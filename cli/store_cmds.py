@@ -21,12 +21,19 @@ def load(bundles: tuple[str, ...], store: str, quiet: bool) -> None:
     Every bundle is validated before any is loaded, so a bad one loads nothing. A circuit already in the
     store is skipped; each circuit is written in one transaction (all of it or none of it).
     """
-    from sfc_graph.bundle import read_bundle
+    from sfc_graph.bundle import read_bundle, read_manifest
     from sfc_graph.store import open_store
 
-    validated = [read_bundle(path) for path in bundles]
+    manifests = {path: read_manifest(path) for path in bundles}
     with open_store(store) as circuit_store:
-        for bundle in validated:
+        present = {path for path, m in manifests.items() if circuit_store.has_circuit(m["circuit_id"])}
+        validated = {path: read_bundle(path) for path in bundles if path not in present}
+        for path in bundles:
+            if path in present:
+                if not quiet:
+                    click.echo(f"skipped {manifests[path]['circuit_id']}  (already in the store) from {path}")
+                continue
+            bundle = validated[path]
             rows = bundle.nodes.height * 4 + bundle.edges.height
             if quiet or rows < PROGRESS_MIN_ROWS:
                 result = circuit_store.load(bundle)
@@ -37,10 +44,10 @@ def load(bundles: tuple[str, ...], store: str, quiet: bool) -> None:
             if result.loaded:
                 click.echo(
                     f"loaded  {result.circuit_id}  ({bundle.task}, {result.n_nodes:,} nodes, {result.n_edges:,} edges) "
-                    f"from {bundle.path}"
+                    f"from {path}"
                 )
-            else:
-                click.echo(f"skipped {result.circuit_id}  (already in the store) from {bundle.path}")
+            else:  # the same circuit twice on one command line
+                click.echo(f"skipped {result.circuit_id}  (already in the store) from {path}")
 
 
 def _load_with_progress(circuit_store, bundle):

@@ -83,8 +83,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_bundle(path: str | os.PathLike[str]) -> Bundle:
-    """Read and fully validate the bundle in directory ``path``."""
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and validate only a bundle's manifest (cheap: enough to know which circuit it holds)."""
     root = Path(path)
     if not root.exists():
         raise BundleError(f"{root}: no such bundle directory")
@@ -98,6 +98,14 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
     validate_manifest(manifest, where=str(manifest_path))
+    return manifest
+
+
+def read_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Read and fully validate the bundle in directory ``path``."""
+    root = Path(path)
+    manifest = read_manifest(root)
+    manifest_path = root / MANIFEST
     for name in (NODES, EDGES):
         file = root / name
         if not file.is_file():

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import polars as pl
 
-from ..bundle import Bundle, read_bundle
+from ..bundle import Bundle, read_bundle, read_manifest
 from ..errors import CircuitNotFound
 from ..graph import LABELS, NODE_LABELS, REL_TYPES, CircuitRows, circuit_rows, shared_rel_owner
 from .statements import statement, statements
@@ -67,6 +67,11 @@ class BaseStore:
     def load(self, bundle: Bundle | str | os.PathLike[str], *, progress: Progress | None = None) -> LoadResult:
         """Load one bundle: all of it in one transaction, or nothing if the circuit is already there."""
         if not isinstance(bundle, Bundle):
+            # A circuit already stored is known from its manifest alone: skip before reading the tables.
+            circuit_id = read_manifest(bundle)["circuit_id"]
+            if self.has_circuit(circuit_id):
+                log.info("circuit %s already in the store; skipped", circuit_id)
+                return LoadResult(circuit_id, loaded=False, source=str(bundle))
             bundle = read_bundle(bundle)
         source = str(bundle.path) if bundle.path else None
         if self.has_circuit(bundle.circuit_id):

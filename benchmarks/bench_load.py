@@ -1,0 +1,155 @@
+"""Load benchmark for the embedded store (issue 2). One command, prints figures:
+
+    .venv/bin/python benchmarks/bench_load.py [--nodes 100000] [--edges 1000000]
+
+1. A synthetic bundle (default 100k nodes, 1M edges) loaded into a fresh store with the full pipeline
+   (read + validate the bundle, bookkeeping, COPY in one transaction): wall time, edges/s, peak RSS.
+2. In the same run, a bare ``COPY`` of the same Arrow tables into a fresh LadybugDB with the same schema:
+   the ratio ours/bare is the cost of our validation and bookkeeping (target <= 1.5; peak RSS <= 2 GiB).
+3. Ten bundles that share features, loaded one after another into one store.
+4. Re-loading the big bundle: a no-op that should take well under a second.
+Each measurement runs in its own process so that peak RSS belongs to it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+SITES = ["embed"] + [f"{kind}_{layer}" for layer in range(3) for kind in ("attn", "mlp", "resid")]
+
+
+def synthetic_bundle(out: Path, circuit_id: str, n_nodes: int, n_edges: int, *, seed: int, d_dict: int = 32768):
+    from sfc_graph.bundle import write_bundle
+
+    rng = np.random.default_rng(seed)
+    per_site = n_nodes // len(SITES)
+    node_ids, kinds, sites, layers, indices = [], [], [], [], []
+    for site in SITES:
+        kind, layer = (site, -1) if site == "embed" else (site.split("_")[0], int(site.split("_")[1]))
+        latents = np.sort(rng.choice(d_dict, size=per_site - 1, replace=False))
+        node_ids += [f"{site}/{i}" for i in latents] + [f"{site}/err"]
+        kinds += ["feature"] * (per_site - 1) + ["error"]
+        sites += [kind] * per_site
+        layers += [layer] * per_site
+        indices += latents.tolist() + [None]
+    node_ids.append("output"); kinds.append("output"); sites.append("output"); layers.append(-1); indices.append(None)
+    n = len(node_ids)
+    nodes = pl.DataFrame({
+        "node_id": node_ids, "kind": kinds, "site": sites, "layer": layers,
+        "index": pl.Series(indices, dtype=pl.Int64), "position": np.full(n, -1), "effect": rng.normal(size=n),
+    })
+    # Edges go from a node to a node of a later site (as in a real circuit), drawn without duplicates.
+    order = np.repeat(np.arange(len(SITES)), per_site)
+    order = np.append(order, len(SITES))
+    src = rng.integers(0, n - 1, size=int(n_edges * 3))
+    dst = rng.integers(0, n, size=int(n_edges * 3))
+    keep = order[src] < order[dst]
+    pairs = np.unique(np.stack([src[keep], dst[keep]], axis=1), axis=0)
+    pairs = pairs[rng.permutation(len(pairs))[:n_edges]]
+    ids = np.array(node_ids, dtype=object)
+    edges = pl.DataFrame({
+        "src": ids[pairs[:, 0]].tolist(), "dst": ids[pairs[:, 1]].tolist(),
+        "src_position": np.full(len(pairs), -1), "dst_position": np.full(len(pairs), -1),
+        "weight": rng.normal(size=len(pairs)),
+    })
+    dictionaries = {s: {"id": f"bench/{s}/sae-{d_dict}", "kind": "sae", "d_dict": d_dict, "sha256": "0" * 64} for s in SITES}
+    manifest = {"circuit_id": circuit_id, "task": f"task-{seed % 5}", "model": "bench", "dictionaries": dictionaries,
+                "method": "attrib", "metric": "logit_diff", "aggregation": "sum", "n_examples": 64}
+    return write_bundle(out, manifest, nodes, edges)
+
+
+# --- measurements, each run in a child process (python bench_load.py --child KIND ARGS) -------------------
+def child_ours(store: str, *bundles: str) -> dict:
+    from sfc_graph.store import open_store
+
+    start = time.perf_counter()
+    with open_store(store) as s:
+        results = [s.load(b) for b in bundles]
+        features = int(s.stats().filter(pl.col("name") == "Feature")["count"][0])
+    return {"seconds": time.perf_counter() - start, "loaded": sum(r.loaded for r in results), "features": features}
+
+
+def child_bare(store: str, bundle: str) -> dict:
+    import ladybug
+
+    from sfc_graph.bundle import read_bundle
+    from sfc_graph.graph import circuit_rows
+    from sfc_graph.store.ladybug import schema_ddl
+
+    rows = circuit_rows(read_bundle(bundle))
+    tables = [(name, frame, "") for name, frame in rows.nodes.items()]
+    tables += [(n, f, f" (from='{a}', to='{b}')") for (n, a, b), f in rows.rels.items()]
+    Path(store).mkdir(parents=True)
+    db = ladybug.Database(str(Path(store) / "graph.lbdb"))
+    conn = ladybug.Connection(db)
+    for ddl in schema_ddl():
+        conn.execute(ddl)
+    start = time.perf_counter()
+    conn.execute("BEGIN TRANSACTION")
+    for name, frame, options in tables:
+        if frame.height:
+            conn.execute(f"COPY {name} FROM $rows{options}", {"rows": frame})
+    conn.execute("COMMIT")
+    return {"seconds": time.perf_counter() - start}
+
+
+def run_child(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"child {args[0]} failed:\n{proc.stderr}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=100_000)
+    parser.add_argument("--edges", type=int, default=1_000_000)
+    parser.add_argument("--bundles", type=int, default=10, help="bundles in the shared-feature load")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        result = {"ours": child_ours, "bare": child_bare}[kind](*rest)
+        result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return
+
+    work = Path(tempfile.mkdtemp(prefix="sfc-bench-load-"))
+    t0 = time.perf_counter()
+    big = synthetic_bundle(work / "big", "bench-big", args.nodes, args.edges, seed=0)
+    print(f"synthetic bundle: {big.nodes.height:,} nodes, {big.edges.height:,} edges "
+          f"(written in {time.perf_counter() - t0:.1f} s) at {work}")
+
+    bare = run_child("bare", str(work / "bare-store"), str(work / "big"))
+    ours = run_child("ours", str(work / "store"), str(work / "big"))
+    reload = run_child("ours", str(work / "store"), str(work / "big"))
+    eps = big.edges.height / ours["seconds"]
+    print(f"\nfull load (ours):  {ours['seconds']:.2f} s   {eps:,.0f} edges/s   peak RSS {ours['peak_rss_mib']:,.0f} MiB")
+    print(f"bare COPY:         {bare['seconds']:.2f} s   peak RSS {bare['peak_rss_mib']:,.0f} MiB")
+    print(f"ratio ours/bare:   {ours['seconds'] / bare['seconds']:.2f}   (target <= 1.5; peak RSS target <= 2048 MiB)")
+    print(f"re-load (no-op):   {reload['seconds']:.2f} s   loaded={reload['loaded']}")
+
+    n_small_nodes, n_small_edges = max(args.nodes // 10, 100), max(args.edges // 10, 1000)
+    paths = []
+    for i in range(args.bundles):
+        synthetic_bundle(work / f"small-{i}", f"bench-small-{i}", n_small_nodes, n_small_edges, seed=100 + i, d_dict=4096)
+        paths.append(str(work / f"small-{i}"))
+    many = run_child("ours", str(work / "store-many"), *paths)
+    print(f"\n{args.bundles} bundles x ({n_small_nodes:,} nodes, {n_small_edges:,} edges), shared features: "
+          f"{many['seconds']:.2f} s, {args.bundles * n_small_edges / many['seconds']:,.0f} edges/s, "
+          f"{many['features']:,} distinct Feature nodes, peak RSS {many['peak_rss_mib']:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
