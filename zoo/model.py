@@ -1,0 +1,146 @@
+"""The zoo's language model: a small transformer_lens ``HookedTransformer`` trained with a plain torch loop.
+
+Sequential attention then MLP, LayerNorm, learned positional embeddings; one sentence per sequence,
+``<bos>`` first, right-padded, next-token cross-entropy on every real token.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .grammar import Grammar
+from .tokenizer import BOS, PAD
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layers: int = 3
+    d_model: int = 64
+    n_heads: int = 4
+    d_mlp: int = 256
+    n_ctx: int = 32
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 3e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+
+
+def hooked_config(cfg: ModelConfig, d_vocab: int):
+    from transformer_lens import HookedTransformerConfig
+
+    return HookedTransformerConfig(
+        model_name="toy-zoo-v1",
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        d_head=cfg.d_model // cfg.n_heads,
+        d_mlp=cfg.d_mlp,
+        n_ctx=cfg.n_ctx,
+        d_vocab=d_vocab,
+        act_fn="gelu",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        parallel_attn_mlp=False,
+        original_architecture="toy-zoo",
+        default_prepend_bos=True,
+        tokenizer_prepends_bos=True,
+        seed=None,  # we seed locally; a cfg seed would reseed the global RNGs
+    )
+
+
+def config_to_dict(hooked_cfg) -> dict:
+    """The HookedTransformerConfig fields that rebuild it, as JSON-able values."""
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(hooked_cfg):
+        value = getattr(hooked_cfg, f.name)
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            out[f.name] = value
+    out.pop("device", None)
+    out.pop("n_params", None)
+    return out
+
+
+def new_model(cfg: ModelConfig, d_vocab: int, seed: int, tokenizer=None):
+    from transformer_lens import HookedTransformer
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = HookedTransformer(hooked_config(cfg, d_vocab), tokenizer=tokenizer, move_to_device=False)
+    return model
+
+
+def encode(tokenizer, sentences: list[str], n_ctx: int) -> torch.Tensor:
+    """``<bos>`` + tokens of each sentence, right-padded with ``<pad>`` to the longest: ``[n, len]``."""
+    bos, pad = tokenizer.token_to_id(BOS), tokenizer.token_to_id(PAD)
+    ids = [[bos] + enc.ids for enc in tokenizer.encode_batch(sentences, add_special_tokens=False)]
+    length = max(len(x) for x in ids)
+    if length > n_ctx:
+        raise ValueError(f"a sentence has {length} tokens, more than the model's n_ctx {n_ctx}")
+    out = torch.full((len(ids), length), pad, dtype=torch.long)
+    for i, row in enumerate(ids):
+        out[i, : len(row)] = torch.tensor(row)
+    return out
+
+
+def lm_loss(model, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    logits = model(tokens, return_type="logits")
+    targets = tokens[:, 1:]
+    mask = targets != pad_id
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    return (losses * mask.reshape(-1)).sum() / mask.sum()
+
+
+def train_model(model, tokenizer, grammar: Grammar, cfg: ModelConfig, seed: int,
+                progress: Progress = _no_progress) -> list[float]:
+    """Train ``model`` in place on fresh grammar sentences; returns the loss every 50 steps."""
+    rng = random.Random(f"corpus-{seed}")
+    pad = tokenizer.token_to_id(PAD)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    model.train()
+    history: list[float] = []
+    running = 0.0
+    for step in range(cfg.steps):
+        sentences = [grammar.sentence(rng) for _ in range(cfg.batch_size)]
+        tokens = encode(tokenizer, sentences, cfg.n_ctx)
+        loss = lm_loss(model, tokens, pad)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        running += loss.item()
+        if (step + 1) % 50 == 0 or step + 1 == cfg.steps:
+            n = (step % 50) + 1
+            history.append(running / n)
+            log.info("model step %d/%d loss %.4f", step + 1, cfg.steps, running / n)
+            running = 0.0
+        progress("model", step + 1, cfg.steps)
+    model.eval()
+    return history
