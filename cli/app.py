@@ -21,7 +21,7 @@ COMMANDS = {
     "circuits": "store_cmds:circuits",
     "stats": "store_cmds:stats",
     "delete": "store_cmds:delete",
-    "neo4j-import-files": "store_cmds:neo4j_import_files",
+    "neo4j-import-files": "neo4j_cmds:neo4j_import_files",
     "ingest": "ingest_cmds:ingest",
     "zoo": "zoo_cmds:zoo",
     "query": "query_cmds:query",
