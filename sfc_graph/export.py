@@ -8,9 +8,11 @@ per position. The graph attribute ``positional`` says which rule a graph follows
 applies it.
 
 Node attributes: ``node_id``, ``kind``, ``site``, ``layer``, ``index`` (None for error and output nodes),
-``position``, ``effect`` and ``feature`` (the global feature identity ``<dictionary id>/<index>``, the
-same string in every circuit over that dictionary, or ``""`` for error and output nodes). Edges carry
-``weight``. Graph attributes: ``circuit_id`` (also ``name``), ``task``, ``model``, ``method``,
+``position``, ``effect``, ``feature`` (the global feature identity ``<dictionary id>/<index>``, the
+same string in every circuit over that dictionary, or ``""`` for error and output nodes) and
+``identity`` (the id of the node shared across circuits: the feature identity, ``<dictionary id>/err``
+for an error node, ``<model>/output`` for the output — what cross-circuit queries such as
+``circuit-diff`` call a node). Edges carry ``weight``. Graph attributes: ``circuit_id`` (also ``name``), ``task``, ``model``, ``method``,
 ``metric``, ``aggregation``, ``positional``, ``node_threshold``, ``edge_threshold``.
 
 >>> import networkx as nx
@@ -35,6 +37,7 @@ import polars as pl
 
 from .bundle import Bundle
 from .errors import SfcError
+from .graph import error_node_id, output_node_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store.base import BaseStore
@@ -79,6 +82,7 @@ def bundle_to_networkx(bundle: Bundle, *, node_threshold: float = 0.0, edge_thre
     nodes = bundle.nodes
     if "feature" not in nodes.columns:
         nodes = nodes.with_columns(bundle.feature_identity().alias("feature"))
+    dictionaries = {site: entry["id"] for site, entry in manifest["dictionaries"].items()}
     positional = bool(nodes.height) and bool((nodes["position"] != -1).any())
     graph = nx.DiGraph(
         name=manifest["circuit_id"],
@@ -100,6 +104,7 @@ def bundle_to_networkx(bundle: Bundle, *, node_threshold: float = 0.0, edge_thre
             position=int(row["position"]),
             effect=float(row["effect"]),
             feature=row["feature"] or "",
+            identity=_identity(row, dictionaries, manifest["model"]),
         )
     edges = bundle.edges.filter(pl.col("weight").abs() >= edge_threshold)
     for src, dst, src_pos, dst_pos, weight in edges.select("src", "dst", "src_position", "dst_position", "weight").iter_rows():
@@ -114,10 +119,11 @@ def bundle_to_networkx(bundle: Bundle, *, node_threshold: float = 0.0, edge_thre
 def subgraph_from_result(store: "BaseStore", circuit_id: str, frame: pl.DataFrame | Iterable[dict[str, Any]]) -> nx.DiGraph:
     """The part of circuit ``circuit_id`` that a query result names.
 
-    Reads node ids from the columns ``node_id`` (with ``position`` when the result has one), ``node``,
-    ``other``, ``source``, ``target``; paths from ``path`` (lists of node ids, as ``upstream-paths`` and
-    ``downstream-paths`` return); edges from ``src``/``dst``; and global feature identities from
-    ``feature``. When the result names edges or paths, the subgraph has exactly those edges (and their
+    Reads nodes from the columns ``node_id`` (with ``position`` when the result has one), ``node``,
+    ``other``, ``source``, ``target`` — bundle node ids, ``node_id@position``, or the shared identities
+    that cross-circuit queries return (``circuit-diff``'s ``node``); paths from ``path`` (lists of node
+    ids, as ``upstream-paths`` and ``downstream-paths`` return); edges from ``src``/``dst``; and, when
+    none of those is there, global feature identities from ``feature`` (``shared-features``). When the result names edges or paths, the subgraph has exactly those edges (and their
     nodes, plus any named nodes); otherwise it is the subgraph the named nodes induce. Names that are
     not in the circuit are skipped with a warning; a result that names none of its nodes is an error.
     """
@@ -132,6 +138,8 @@ def subgraph_of(graph: nx.DiGraph, frame: pl.DataFrame | Iterable[dict[str, Any]
     by_feature: dict[str, list[str]] = {}
     for key, data in graph.nodes(data=True):
         by_id.setdefault(data["node_id"], []).append(key)
+        if data.get("identity") and data["identity"] != data["node_id"]:
+            by_id.setdefault(data["identity"], []).append(key)
         if data.get("feature"):
             by_feature.setdefault(data["feature"], []).append(key)
 
@@ -155,7 +163,7 @@ def subgraph_of(graph: nx.DiGraph, frame: pl.DataFrame | Iterable[dict[str, Any]
             path = [p for p in (path or []) if p is not None]
             pairs += [((u, None), (v, None)) for u, v in zip(path, path[1:])]
             names += [(p, None) for p in path]
-    if "feature" in columns and frame.schema["feature"] == pl.String:
+    if not (names or pairs) and "feature" in columns and frame.schema["feature"] == pl.String:
         features = [f for f in frame["feature"].to_list() if f]
     if not (names or pairs or features):
         raise ExportError(
@@ -164,6 +172,10 @@ def subgraph_of(graph: nx.DiGraph, frame: pl.DataFrame | Iterable[dict[str, Any]
         )
 
     def keys_of(name: str, position: int | None) -> list[str]:
+        if name not in by_id and "@" in name:  # "resid_0/3@2", as single-circuit queries name positions
+            head, _, tail = name.rpartition("@")
+            if tail.lstrip("-").isdigit():
+                name, position = head, int(tail)
         keys = by_id.get(name, [])
         return keys if position is None else [k for k in keys if graph.nodes[k]["position"] == position]
 
@@ -241,6 +253,13 @@ def _without_none(graph: nx.DiGraph) -> nx.DiGraph:
     clean.add_nodes_from((n, {k: v for k, v in d.items() if v is not None}) for n, d in graph.nodes(data=True))
     clean.add_edges_from((u, v, {k: w for k, w in d.items() if w is not None}) for u, v, d in graph.edges(data=True))
     return clean
+
+
+def _identity(row: dict[str, Any], dictionaries: dict[str, str], model: str) -> str:
+    if row["kind"] == "output":
+        return output_node_id(model)
+    dictionary = dictionaries.get(row["node_id"].split("/", 1)[0], "")
+    return f"{dictionary}/{row['index']}" if row["kind"] == "feature" else error_node_id(dictionary)
 
 
 def _int(value: Any) -> int | None:
