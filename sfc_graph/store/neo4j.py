@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+from importlib import resources
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -36,22 +37,29 @@ log = logging.getLogger(__name__)
 # unless the application configures logging (they still propagate to the root logger then).
 logging.getLogger("neo4j").addHandler(logging.NullHandler())
 
+
+def _not_routing_failure(record: logging.LogRecord) -> bool:
+    # The pool logs this at ERROR just before raising the ServiceUnavailable we turn into one sentence;
+    # with the CLI's logging on, it would print a second, vaguer line.
+    return record.getMessage() != "Unable to retrieve routing information"
+
+
+logging.getLogger("neo4j.pool").addFilter(_not_routing_failure)
+
 BATCH_ROWS = 20_000
 CONNECTION_TIMEOUT_S = 5.0  # a dead or unreachable server fails fast
 ACQUISITION_TIMEOUT_S = 30.0
 MAX_RETRY_TIME_S = 15.0  # transient errors (e.g. deadlocks between concurrent loads) are retried this long
 
-# Properties matched on by the store's and the query library's statements, besides the label keys
-# (which get uniqueness constraints, and so indexes, of their own).
+# Properties matched on besides the label keys (which have uniqueness constraints, and so indexes, of their
+# own): Feature.dictionary by existing-keys.cypher, Circuit.task by shared-features; CircuitNode.circuit and
+# Feature.layer for hand-written Cypher ("the layer-3 features of …", "the nodes of circuit …"). Kept short:
+# every index on CircuitNode is paid per node on each load.
 INDEXED_PROPERTIES: tuple[tuple[str, str], ...] = (
     ("Feature", "dictionary"),
     ("Feature", "layer"),
-    ("ErrorNode", "dictionary"),
     ("Circuit", "task"),
-    ("Circuit", "model"),
     ("CircuitNode", "circuit"),
-    ("CircuitNode", "identity"),
-    ("CircuitNode", "feature"),
 )
 
 # Relationships between shared nodes are MERGEd like the nodes themselves.
@@ -173,8 +181,12 @@ def lint_payload() -> dict[str, Any]:
 
 
 def _library_queries() -> list[tuple[str, str, list[str]]]:
-    """The query library's Neo4j texts; empty while ``sfc_graph.queries`` does not offer ``all_queries``."""
+    """The query library's Neo4j texts, and its internal statements (``queries/_NAME.cypher``).
+
+    Empty while ``sfc_graph.queries`` does not offer ``all_queries``.
+    """
     try:
+        from .. import queries as library
         from ..queries import all_queries
     except ImportError:
         log.debug("sfc_graph.queries.all_queries is not available; library queries not listed")
@@ -182,11 +194,15 @@ def _library_queries() -> list[tuple[str, str, list[str]]]:
     found = []
     for query in all_queries():
         params = getattr(query, "params", ()) or ()
-        if isinstance(params, dict):
-            names = list(params)
-        else:
-            names = [p if isinstance(p, str) else getattr(p, "name") for p in params]
+        names = list(params) if isinstance(params, dict) else [p if isinstance(p, str) else p.name for p in params]
         found.append((query.name, query.text_for("neo4j"), names))
+    internal = getattr(library, "internal_statement", None)
+    if internal is not None:
+        folder = resources.files(library.__name__)
+        for path in sorted(folder.iterdir(), key=lambda p: p.name):
+            if path.name.startswith("_") and path.name.endswith(".cypher"):
+                name = path.name[1: -len(".cypher")]
+                found.append((f"internal/{name}", internal(name), []))
     return found
 
 
@@ -396,7 +412,8 @@ def _reason(message: str) -> str:
     if match:
         return match.group(1).strip().lower()
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[-1].rstrip(".:") if lines else "no details"
+    reason = lines[-1].rstrip(".:") if lines else "no details"
+    return reason[:1].lower() + reason[1:]
 
 
 def _plain(value: Any) -> Any:
