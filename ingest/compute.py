@@ -189,7 +189,7 @@ def compute_circuit(
     if metric_name == "logit_diff" and not task.has_counterfactuals:
         raise ComputeError(f"{task.source}: the logit_diff metric needs counterfactuals (patch, patch_answer)")
     metric = METRICS[metric_name]
-    dictionaries.to(handle.device)
+    dictionaries.to(handle.device, handle.model.cfg.dtype)
     spliced = SplicedModel(handle, dictionaries)
     sites = spliced.sites
     batches = tokenized.batches(settings.batch_size, handle.device)

@@ -140,14 +140,16 @@ def batch_edges(
             )
             for s, grad_up in zip(upstream, grads_up):
                 if grad_up is None:
-                    grad_up = torch.zeros(selector.shape[0], *leaf.leaves[s].shape, device=values.device)
+                    continue  # not wired to this downstream site
                 results[s].append(
                     _upstream_contract(spliced, s, grad_up, clean, patch, kept[s], per_position).detach()
                 )
         for s in upstream:
+            if not results[s]:
+                continue
             weights = torch.cat(results[s], dim=0)
             if not torch.any(weights != 0):
-                continue  # not wired to this downstream site
+                continue  # wired in the graph, but no gradient reaches it
             blocks.append(EdgeBlock(up=s, down=down, weights=weights.reshape(rows.shape[0], -1)))
         if advance:
             advance(1)

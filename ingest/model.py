@@ -114,10 +114,14 @@ def _load_checkpoint_dir(path: Path, device: torch.device) -> ModelHandle:
     except Exception as exc:
         raise ComputeError(f"{config_file}: not a HookedTransformerConfig ({exc})") from None
     tokenizer = None
-    if (path / "tokenizer.json").is_file():
+    if (path / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    elif (path / "tokenizer.json").is_file():
         from transformers import PreTrainedTokenizerFast
 
-        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
+        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), name_or_path=str(path))
     model = HookedTransformer(cfg, tokenizer=tokenizer)
     try:
         model.load_state_dict(load_file(str(weights_file)), strict=False)
