@@ -455,8 +455,8 @@ def _summary(data: _Data) -> list[str]:
     lines = []
     tasks = sorted(set(data.circuits["task"].to_list()))
     lines.append(f"{len(data.ids)} circuit(s) over {len(tasks)} task(s): {', '.join(tasks)}.")
-    if data.overlap.height:
-        ranked = data.overlap.sort("jaccard", descending=True)
+    ranked = data.overlap.drop_nulls(["jaccard", "weighted_overlap"]).sort("jaccard", descending=True)
+    if ranked.height:
         best, worst = ranked.row(0, named=True), ranked.row(-1, named=True)
         lines.append(
             f"Most similar pair: {labels.get(best['circuit_a'])} and {labels.get(best['circuit_b'])} "
@@ -517,8 +517,9 @@ def _summary(data: _Data) -> list[str]:
 # --- Markdown and HTML ----------------------------------------------------------------------------------
 SECTIONS = (
     ("overlap", "Overlap between circuits",
-     "Jaccard compares node sets (features by global identity, error nodes by site and layer); the weighted "
-     "overlap is Σ min(|e_a|, |e_b|) / Σ max(|e_a|, |e_b|) over those nodes."),
+     "Jaccard compares node sets: a feature is the same node in every circuit over its dictionary, error nodes "
+     "match by site and layer. The weighted overlap is Σ min(|e_a|, |e_b|) / Σ max(|e_a|, |e_b|) over those "
+     "nodes, so it counts how much of the effect the circuits share, not just how many nodes."),
     ("shared", "Shared features", "Features present in at least two of the circuits, most widely shared first; "
      "effects per circuit where it fits."),
     ("layers", "Per-layer profiles", "Each site's share of a circuit's total |effect| (top) and its node count "
@@ -535,7 +536,7 @@ def _tables(data: _Data) -> dict[str, list[tuple[str | None, pl.DataFrame]]]:
         pl.col("circuit_a").replace_strict(labels, default=pl.col("circuit_a")).alias("circuit a"),
         pl.col("circuit_b").replace_strict(labels, default=pl.col("circuit_b")).alias("circuit b"),
         "jaccard", pl.col("weighted_overlap").alias("weighted overlap"),
-    ).sort("jaccard", descending=True) if data.overlap.height else data.overlap
+    ).sort("jaccard", descending=True, nulls_last=True) if data.overlap.height else data.overlap
     shared = data.shared
     if shared.height:
         shared = shared.with_columns(pl.Series("site", [_site_name(s, l) for s, l in zip(shared["site"], shared["layer"])]))
@@ -610,9 +611,9 @@ def _sign_class(value: Any) -> str:
 
 
 def _markdown(data: _Data, summary: list[str], images: dict[str, Path | None]) -> str:
-    parts = [f"# Circuit comparison: {', '.join(sorted(set(data.circuits['task'])))}\n",
-             f"_Generated {_now()} by sfc-graph (`sfc compare`)._\n", "## Summary\n",
-             "".join(f"- {line}\n" for line in summary), "\n## Circuits\n", _md_table(_circuit_table(data))]
+    parts = [f"# Circuit comparison: {', '.join(sorted(set(data.circuits['task'])))}\n\n",
+             f"_Generated {_now()} by sfc-graph (`sfc compare`)._\n\n", "## Summary\n\n",
+             "".join(f"- {line}\n" for line in summary), "\n## Circuits\n\n", _md_table(_circuit_table(data))]
     tables = _tables(data)
     for key, title, blurb in SECTIONS:
         if key == "overlap" and len(data.ids) < 2:
