@@ -119,8 +119,8 @@ def run(job_file, shard, store, no_load, device, quiet) -> None:
     """
     from sfc_graph.ingest.job import load_job, parse_shard, run_job
 
-    job = load_job(job_file)
     index, count = parse_shard(shard)
+    job = load_job(job_file)
     reporter = _progress(quiet)
 
     def report(line: str) -> None:

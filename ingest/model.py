@@ -122,12 +122,12 @@ def _load_checkpoint_dir(path: Path, device: torch.device) -> ModelHandle:
         from transformers import PreTrainedTokenizerFast
 
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), name_or_path=str(path))
-    model = HookedTransformer(cfg, tokenizer=tokenizer)
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     try:
         model.load_state_dict(load_file(str(weights_file)), strict=False)
     except RuntimeError as exc:
         raise ComputeError(f"{weights_file}: does not fit {config_file} ({str(exc).splitlines()[0]})") from None
-    model.to(device)
+    model.to(device, print_details=False)
     model_id = str(fields.get("model_id") or fields.get("model_name") or path.name)
     return wrap(model, model_id=model_id, source=str(path))
 
