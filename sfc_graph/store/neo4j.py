@@ -249,7 +249,11 @@ class Neo4jStore(BaseStore):
             self.close()
             raise self._error(exc, doing="connect") from None
         if not read_only:
-            self._create_schema()
+            try:
+                self._create_schema()
+            except BaseException:
+                self.close()
+                raise
 
     # --- primitives ---------------------------------------------------------------------------------------
     def close(self) -> None:
