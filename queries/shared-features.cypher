@@ -1,0 +1,24 @@
+// name: shared-features
+// description: Features present in at least min_count of the given circuits (or tasks), with their effects.
+// param circuits: list[circuit] | null = null -- circuit ids (give circuits or tasks)
+// param tasks: list[task] | null = null -- task names: every circuit of these tasks, counted per task
+// param min_count: int (>= 1) = 2 -- in at least this many of the circuits (of the tasks, with tasks)
+// param min_effect: float (>= 0) = 0 -- a circuit contains a feature when |effect| >= min_effect
+// one-of: circuits, tasks
+// column feature: str -- global feature id, <dictionary id>/<index>
+// column site: str -- embed, attn, mlp or resid
+// column layer: int -- -1 for embed
+// column count: int -- how many of the circuits (or tasks) contain the feature
+// column effects: list[float] -- one per circuit that contains it, in the order the circuits (tasks) were given
+// post: order_effects
+// Effects are summed over positions first. With tasks, a task contains a feature when any of its circuits
+// does; effects still lists every such circuit (tasks in the order given, circuits by id within a task).
+// Ordered by count descending, then the largest |effect| descending, then feature id.
+MATCH (c:Circuit)-[r:CONTAINS]->(f:Feature)
+WHERE c.id IN $circuits OR c.task IN $tasks
+WITH f, c, sum(r.effect) AS effect
+WHERE abs(effect) >= $min_effect
+WITH f, collect(c.id) AS circuit_ids, collect(c.task) AS circuit_tasks, collect(effect) AS effects,
+     count(DISTINCT CASE WHEN size($tasks) > 0 THEN c.task ELSE c.id END) AS n_in
+WHERE n_in >= $min_count
+RETURN f.id AS feature, f.site AS site, f.layer AS layer, n_in AS count, effects, circuit_ids, circuit_tasks
