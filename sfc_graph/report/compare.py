@@ -60,6 +60,7 @@ class _Data:
     overlap: pl.DataFrame  # circuit_a, circuit_b, jaccard, weighted_overlap
     shared: pl.DataFrame  # feature, site, layer, count, effects (+ tasks, one column per circuit label)
     n_shared: int  # features in at least two of the circuits
+    shared_counts: dict[str, int] = field(default_factory=dict)  # feature -> circuits (of these) containing it
     profiles: dict[str, pl.DataFrame] = field(default_factory=dict)  # circuit id -> site, n_nodes, abs_effect, share
     top: dict[str, pl.DataFrame] = field(default_factory=dict)
     error_share: dict[str, pl.DataFrame] = field(default_factory=dict)  # circuit id -> site, error_share
@@ -157,9 +158,10 @@ def _gather(store: "BaseStore", circuits: pl.DataFrame, *, top_k: int) -> _Data:
         shared = pl.DataFrame(schema={"feature": pl.String, "site": pl.String, "layer": pl.Int64, "count": pl.Int64,
                                       "effects": pl.List(pl.Float64)})
     n_shared = shared.height
+    shared_counts = dict(zip(shared["feature"].to_list(), shared["count"].to_list()))
     shared = _rank_shared(shared).head(MAX_SHARED_ROWS)
     shared = _with_circuit_columns(store, shared, ids, labels, dict(zip(ids, circuits["task"])))
-    data = _Data(circuits=circuits, overlap=overlap, shared=shared, n_shared=n_shared)
+    data = _Data(circuits=circuits, overlap=overlap, shared=shared, n_shared=n_shared, shared_counts=shared_counts)
     for cid in ids:
         data.profiles[cid] = _profile(store.query("layer-profile", circuit=cid))
         data.top[cid] = store.query("top-nodes", circuit=cid, k=top_k, kind="feature")
@@ -286,14 +288,20 @@ def _overlap_matrix(data: _Data, column: str) -> list[list[float]]:
 
 
 def _overlap_figure(data: _Data) -> "Figure":
+    import numpy as np
+    from matplotlib import colormaps
+
     n = len(data.ids)
-    side = min(11.0, 2.2 + 0.55 * n)
-    figure, axes = _figure(2 * side + 1.2, side, ncols=2)
+    side = min(11.0, 2.4 + 0.6 * n)
+    figure, axes = _figure(2 * side + 1.6, side, ncols=2)
     labels = [data.labels[c] for c in data.ids]
+    cmap = colormaps["viridis"].with_extremes(bad="#e8e8e8")
     for ax, column, title in zip(axes, ("jaccard", "weighted_overlap"),
                                  ("Jaccard (shared nodes)", "weighted overlap (Σ min |e| / Σ max |e|)")):
-        matrix = _overlap_matrix(data, column)
-        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+        matrix = np.array(_overlap_matrix(data, column), dtype=float)
+        np.fill_diagonal(matrix, np.nan)  # self-overlap is 1 by definition; keep it out of the colour scale
+        top = float(np.nanmax(matrix)) if np.isfinite(matrix).any() else 1.0
+        image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=max(top, 1e-9), cmap=cmap)
         ax.set_xticks(range(n), labels, rotation=40, ha="right", fontsize=9)
         ax.set_yticks(range(n), labels, fontsize=9)
         ax.set_title(title, fontsize=11)
@@ -301,11 +309,11 @@ def _overlap_figure(data: _Data) -> "Figure":
             for i in range(n):
                 for j in range(n):
                     value = matrix[i][j]
-                    if not math.isnan(value):
-                        ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                                color="black" if value > 0.6 else "white")
-    figure.colorbar(image, ax=axes, shrink=0.8, label="overlap (0 = disjoint, 1 = identical)")
-    figure.suptitle("How much the circuits overlap", fontsize=13)
+                    text = "—" if i == j else ("" if math.isnan(value) else f"{value:.2f}")
+                    ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                            color="black" if i == j or value > 0.6 * top else "white")
+        figure.colorbar(image, ax=ax, shrink=0.75, label="overlap (scale: 0 to the largest pair)")
+    figure.suptitle("How much the circuits overlap (brighter = more shared)", fontsize=13)
     return figure
 
 
@@ -349,7 +357,7 @@ def _top_figure(data: _Data) -> "Figure":
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, cid in zip(axes, data.ids):
         frame = data.top[cid]
-        names = [_feature_label(r) for r in frame.iter_rows(named=True)][::-1]
+        names = [_feature_label(r, data.shared_counts) for r in frame.iter_rows(named=True)][::-1]
         effects = frame["effect"].to_list()[::-1]
         ax.barh(range(len(effects)), effects, color=["#2166ac" if e >= 0 else "#b2182b" for e in effects])
         ax.set_yticks(range(len(effects)), names, fontsize=8)
@@ -361,38 +369,52 @@ def _top_figure(data: _Data) -> "Figure":
             ax.text(0.5, 0.5, "no feature nodes", ha="center", va="center", transform=ax.transAxes)
     for ax in axes[n:]:
         ax.set_visible(False)
-    figure.suptitle("Top features per circuit (effect on the metric; blue +, red −)", fontsize=12)
+    note = "; (in k): also in other circuits here, k circuits in all" if data.shared_counts else ""
+    figure.suptitle(f"Top features per circuit (effect on the metric; blue +, red −{note})", fontsize=12)
     return figure
 
 
 def _error_figure(data: _Data) -> "Figure":
+    """A circuits × sites heatmap of error share, and each circuit's overall share as bars."""
+    import numpy as np
+    from matplotlib import colormaps
+
     frames = {c: f.filter(pl.col("site") != "all") for c, f in data.error_share.items()}
     sites = sorted({s for f in frames.values() for s in f["site_name"].to_list()} - {"output"}, key=_site_order)
-    figure, (by_site, overall) = _figure(max(10.0, 0.5 * len(sites) + 6), 4.2, ncols=2)
-    x = {s: i for i, s in enumerate(sites)}
-    colours = _colours(len(data.ids))
-    for colour, cid in zip(colours, data.ids):
-        frame = frames[cid].filter(pl.col("site_name").is_in(sites))
-        frame = frame.with_columns(pl.col("site_name").replace_strict(x).alias("_x")).sort("_x")
-        by_site.plot(frame["_x"].to_list(), frame["error_share"].to_list(), marker="o", color=colour,
-                     label=data.labels[cid], lw=1.5)
+    n = len(data.ids)
+    figure, (by_site, overall) = _figure(max(11.0, 0.62 * len(sites) + 7), max(3.6, 0.42 * n + 2.0), ncols=2)
+    figure.get_layout_engine().set(wspace=0.08)
+    matrix = np.full((n, len(sites)), np.nan)
+    column = {s: j for j, s in enumerate(sites)}
+    for i, cid in enumerate(data.ids):
+        for site, share in zip(frames[cid]["site_name"], frames[cid]["error_share"]):
+            if site in column and share is not None:
+                matrix[i, column[site]] = share
+    top = max(0.1, float(np.nanmax(matrix)) if np.isfinite(matrix).any() else 0.1)
+    cmap = colormaps["Oranges"].with_extremes(bad="#f2f2f2")
+    image = by_site.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=top, cmap=cmap, aspect="auto")
     by_site.set_xticks(range(len(sites)), sites, rotation=45, ha="right", fontsize=9)
-    by_site.set_ylim(0, 1.02)
-    by_site.set_ylabel("error nodes' share of |effect|")
-    _percent_axis(by_site)
-    _percent_axis(overall)
-    by_site.set_title("per site", fontsize=11)
-    by_site.grid(alpha=0.3)
-    by_site.legend(fontsize=8)
+    by_site.set_yticks(range(n), [data.labels[c] for c in data.ids], fontsize=9)
+    if n * len(sites) <= 400:
+        for i in range(n):
+            for j in range(len(sites)):
+                if np.isfinite(matrix[i, j]):
+                    by_site.text(j, i, f"{matrix[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                                 color="white" if matrix[i, j] > 0.6 * top else "black")
+    by_site.set_title("per site (share of the site's |effect|)", fontsize=11)
+    figure.colorbar(image, ax=by_site, shrink=0.8, format=_percent_formatter())
     shares = [data.overall_error_share(c) for c in data.ids]
-    overall.bar(range(len(shares)), [s or 0.0 for s in shares], color=colours)
-    overall.set_xticks(range(len(shares)), [data.labels[c] for c in data.ids], rotation=40, ha="right", fontsize=9)
-    overall.set_ylim(0, 1.02)
+    colours = _colours(n)
+    overall.barh(range(n), [s or 0.0 for s in shares], color=colours)
+    overall.set_yticks(range(n), [data.labels[c] for c in data.ids], fontsize=9)
+    overall.invert_yaxis()  # same order as the heatmap's rows
+    overall.set_xlim(0, min(1.0, max([s or 0.0 for s in shares] + [0.05]) * 1.3))
+    overall.xaxis.set_major_formatter(_percent_formatter())
     overall.set_title("whole circuit", fontsize=11)
-    overall.grid(axis="y", alpha=0.3)
+    overall.grid(axis="x", alpha=0.3)
     for i, share in enumerate(shares):
         if share is not None:
-            overall.text(i, share + 0.02, f"{share:.0%}", ha="center", fontsize=8)
+            overall.text(share, i, f" {share:.0%}", va="center", fontsize=8)
     figure.suptitle("How much of the effect the SAE error terms carry (lower: the dictionaries explain more)",
                     fontsize=12)
     return figure
@@ -439,14 +461,20 @@ def _plain_log_ticks(ax, values: list) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _percent_axis(ax) -> None:
+def _percent_formatter():
     from matplotlib.ticker import PercentFormatter
 
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    return PercentFormatter(1.0)
 
 
-def _feature_label(row: dict[str, Any]) -> str:
-    return row["node_id"] + (f" @{row['position']}" if row.get("position", -1) not in (-1, None) else "")
+def _percent_axis(ax) -> None:
+    ax.yaxis.set_major_formatter(_percent_formatter())
+
+
+def _feature_label(row: dict[str, Any], shared_counts: dict[str, int]) -> str:
+    label = row["node_id"] + (f" @{row['position']}" if row.get("position", -1) not in (-1, None) else "")
+    count = shared_counts.get(row.get("feature") or "")
+    return f"{label}  (in {count})" if count else label
 
 
 # --- the summary ----------------------------------------------------------------------------------------
@@ -544,7 +572,11 @@ def _tables(data: _Data) -> dict[str, list[tuple[str | None, pl.DataFrame]]]:
         if len(data.ids) > MAX_MATRIX_CIRCUITS:
             keep.append("effects")
         shared = shared.select(keep)
-    top = [(labels[c], data.top[c].select("node_id", "feature", "effect")) for c in data.ids]
+    top = [(labels[c], data.top[c].select(
+        "node_id", "feature", "effect",
+        pl.col("feature").replace_strict(data.shared_counts, default=None, return_dtype=pl.Int64).alias("in circuits"),
+    )) for c in data.ids] if len(data.ids) > 1 else [(labels[c], data.top[c].select("node_id", "feature", "effect"))
+                                                      for c in data.ids]
     errors = pl.DataFrame({
         "circuit": [labels[c] for c in data.ids],
         "error share": [data.overall_error_share(c) for c in data.ids],

@@ -108,8 +108,7 @@ def draw_graph(graph: nx.DiGraph, out_path: str | Path, *, max_nodes: int = MAX_
     notes = []
     if len(shown) < graph.number_of_nodes():
         notes.append(f"showing the {len(shown) - _has_output(graph, shown)} nodes of largest |effect| of "
-                     f"{graph.number_of_nodes() - _has_output(graph, graph.nodes)} (raise --max-nodes or the "
-                     "--node-threshold to change this)")
+                     f"{graph.number_of_nodes() - _has_output(graph, graph.nodes)} (raise --max-nodes to draw more)")
     if len(edges) < total_edges_between:
         notes.append(f"showing the {len(edges)} strongest of {total_edges_between} edges (raise --max-edges)")
     note = "; ".join(notes) or None
