@@ -6,7 +6,7 @@ property a statement matches on. A circuit is written in ONE managed write trans
 with ``MERGE``, so two loaders racing on the same features still create each once; the circuit's own
 nodes and relationships with ``CREATE``. An exception anywhere — ours, the progress callback's, the
 server's — rolls the whole transaction back, and a client killed mid-load leaves a transaction the server
-discards when the connection drops. Reads run in read transactions.
+discards when the connection drops. A store opened read-only runs everything in read transactions.
 
 Every statement text is static (built once, at import, from the schema constants, or read from the
 ``.cypher`` files), values travel as ``$parameters`` only, and :func:`neo4j_statements` lists them all so
@@ -262,14 +262,19 @@ class Neo4jStore(BaseStore):
             driver.close()
 
     def run(self, cypher: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
-        """A read query in a read transaction; columns in ``RETURN`` order."""
+        """Run one statement; a polars frame with the columns in ``RETURN`` order.
+
+        On a read-only store it runs in a read transaction, so the server itself refuses a write (and a
+        cluster may answer from a follower). On a read-write store it runs in a write transaction: the
+        statement may write (``sfc cypher --write``), and the reads of a load see the latest writes.
+        """
 
         def work(tx):
             result = tx.run(cypher, params or {})
             keys = list(result.keys())
             return keys, [tuple(_plain(v) for v in record.values()) for record in result]
 
-        keys, rows = self._session_call("read", work, doing="query")
+        keys, rows = self._session_call("read" if self.read_only else "write", work, doing="query")
         return _frame(keys, rows)
 
     def _write_rows(self, rows: CircuitRows, progress: Progress | None) -> None:
