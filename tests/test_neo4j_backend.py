@@ -247,6 +247,25 @@ def test_open_creates_the_schema(fake):
     assert driver.closed
 
 
+def test_open_skips_the_schema_the_database_has(fake):
+    names = [text.split()[2] for text in backend.SCHEMA_STATEMENTS.values()]
+    fake.set(respond=lambda text, params: FakeResult(["name"], [(n,) for n in names]) if text.startswith("SHOW")
+             else FakeResult(written=0))
+    Neo4jStore("bolt://db.example:7687", password="pw")
+    assert not _writes(fake.driver)
+
+
+def test_a_schema_race_is_not_an_error(fake):
+    def respond(text, params):
+        if text.startswith("CREATE CONSTRAINT sfc_feature"):
+            raise _server_error("Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists", "exists")
+        return FakeResult(written=0)
+
+    fake.set(respond=respond)
+    Neo4jStore("bolt://db.example:7687", password="pw")
+    assert len(_writes(fake.driver)) == len(backend.SCHEMA_STATEMENTS)
+
+
 def test_load_is_one_write_transaction_in_batches(fake, tmp_path, monkeypatch):
     monkeypatch.setattr(backend, "BATCH_ROWS", 10)
     bundle = build_circuit(tmp_path / "a", "circuit-a", seed=1)

@@ -123,6 +123,11 @@ def _rel_statements() -> dict[tuple[str, str, str], str]:
 
 
 SCHEMA_STATEMENTS: dict[str, str] = _schema_statements()
+# What the database has already: opening a store whose schema exists then needs no schema privilege.
+SHOW_SCHEMA_STATEMENTS: dict[str, str] = {
+    "schema/show-constraints": "SHOW CONSTRAINTS YIELD name RETURN name",
+    "schema/show-indexes": "SHOW INDEXES YIELD name RETURN name",
+}
 NODE_STATEMENTS: dict[str, str] = _node_statements()
 REL_STATEMENTS: dict[tuple[str, str, str], str] = _rel_statements()
 CLEAR_STATEMENT = "MATCH (n) DETACH DELETE n"
@@ -150,7 +155,7 @@ def neo4j_statements() -> list[dict[str, Any]]:
     def add(name: str, text: str, params: Iterable[str] = ()) -> None:
         out.append({"name": name, "text": text, "params": list(dict.fromkeys([*params, *_parameter_names(text)]))})
 
-    for name, text in SCHEMA_STATEMENTS.items():
+    for name, text in {**SHOW_SCHEMA_STATEMENTS, **SCHEMA_STATEMENTS}.items():
         add(name, text)
     for label, text in NODE_STATEMENTS.items():
         add(f"load/node/{label}", text)
@@ -323,15 +328,24 @@ class Neo4jStore(BaseStore):
 
     # --- helpers ------------------------------------------------------------------------------------------
     def _create_schema(self) -> None:
-        # Schema changes cannot share a transaction with data, nor with each other reliably: one each.
-        for text in SCHEMA_STATEMENTS.values():
-            self._session_call("write", lambda tx, text=text: tx.run(text).consume(), doing="create the schema")
+        have: set[str] = set()
+        for text in SHOW_SCHEMA_STATEMENTS.values():
+            have |= set(self._session_call("read", lambda tx, text=text: [r.values()[0] for r in tx.run(text)],
+                                           doing="read the schema"))
+        # Schema changes cannot share a transaction with data: one transaction each. Two stores opened at
+        # once may both create a constraint; the loser's "already exists" is success.
+        for name, text in SCHEMA_STATEMENTS.items():
+            if _schema_object_name(text) in have:
+                continue
+            self._session_call("write", lambda tx, text=text: tx.run(text).consume(), doing="create the schema",
+                               tolerate=_already_exists)
 
     def _require_writable(self) -> None:
         if self.read_only:
             raise StoreError(f"the Neo4j store at {self.uri} is open read-only")
 
-    def _session_call(self, mode: str, work: Callable, *, doing: str):
+    def _session_call(self, mode: str, work: Callable, *, doing: str,
+                      tolerate: Callable[[BaseException], bool] | None = None):
         if self._driver is None:
             raise StoreError(f"the Neo4j store at {self.uri} is closed")
         neo4j = self._neo4j
@@ -348,6 +362,8 @@ class Neo4jStore(BaseStore):
                     return session.execute_read(work)
                 return session.execute_write(work)
         except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as exc:
+            if tolerate is not None and tolerate(exc):
+                return None
             raise self._error(exc, doing=doing) from None
 
     def _error(self, exc: BaseException, *, doing: str) -> Exception:
@@ -390,6 +406,15 @@ class Neo4jStore(BaseStore):
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
+
+
+def _schema_object_name(ddl: str) -> str:
+    # "CREATE CONSTRAINT <name> IF NOT EXISTS …" / "CREATE INDEX <name> IF NOT EXISTS …"
+    return ddl.split()[2]
+
+
+def _already_exists(exc: BaseException) -> bool:
+    return str(getattr(exc, "code", "") or "").endswith("AlreadyExists")
 
 
 # --- small helpers --------------------------------------------------------------------------------------------
