@@ -286,9 +286,14 @@ class Neo4jStore(BaseStore):
         self._require_writable()
         steps: list[tuple[str, str, pl.DataFrame, bool]] = []
         # Shared nodes first, the circuit's own after; relationships once all their endpoints exist.
+        # Shared nodes and their links are MERGEd in key order, so that concurrent loads lock them in the same
+        # order (fewer deadlocks to retry).
         for label in NODE_LABELS:
-            steps.append((f"{label.name} nodes", NODE_STATEMENTS[label.name], rows.nodes[label.name], False))
+            frame = rows.nodes[label.name]
+            frame = frame.sort(label.key) if label.shared else frame
+            steps.append((f"{label.name} nodes", NODE_STATEMENTS[label.name], frame, False))
         for key, frame in rows.rels.items():
+            frame = frame.sort("from", "to") if key[0] in _SHARED_RELS else frame
             steps.append((f"{key[0]} relationships ({key[1]}->{key[2]})", REL_STATEMENTS[key], frame, True))
         steps = [step for step in steps if step[2].height]
         total = sum(frame.height for _, _, frame, _ in steps)
