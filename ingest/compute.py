@@ -140,6 +140,8 @@ class Circuit:
     nodes: pl.DataFrame
     edges: pl.DataFrame
     evaluation: list[dict[str, Any]] = field(default_factory=list)
+    # every node's effect before thresholding (in memory only; the bundle keeps those above the floor)
+    effects: AggregatedEffects | None = None
 
     @property
     def circuit_id(self) -> str:
@@ -266,7 +268,7 @@ def compute_circuit(
     manifest["compute_seconds"] = round(time.perf_counter() - started, 3)
     manifest["device"] = str(handle.device)
     log.info("circuit %s: %d nodes, %d edges", manifest["circuit_id"], nodes.height, edges.height)
-    return Circuit(manifest=manifest, nodes=nodes, edges=edges, evaluation=evaluation)
+    return Circuit(manifest=manifest, nodes=nodes, edges=edges, evaluation=evaluation, effects=aggregated)
 
 
 def _states(spliced: SplicedModel, batch, settings: CircuitSettings, means):

@@ -358,21 +358,22 @@ def load_dictionary(path: str | Path, site: Site, *, d_model: int, model_id: str
 
 
 ZOO_SPEC = "toy-zoo"
+ZOO_TRANSCODERS_SPEC = "toy-zoo-transcoders"  # the zoo's SAEs, with its transcoders at the MLP sites
 
 
 def load_dictionary_set(specs: list[str] | tuple[str, ...], *, n_layers: int, d_model: int, model_id: str) -> DictionarySet:
-    """Resolve ``--dict`` values: ``toy-zoo``, a directory with one sub-directory per site
+    """Resolve ``--dict`` values: ``toy-zoo`` (or ``toy-zoo-transcoders``), a directory with one sub-directory per site
     (``embed``, ``attn_0``, ``mlp_0``, ``resid_0``, …), or ``SITE=PATH`` pairs (repeatable, mixable)."""
     from sfc_graph.sites import all_sites, parse_site
     from sfc_graph.errors import SfcError
 
     if not specs:
-        raise DictionaryError("no dictionaries given; pass --dict toy-zoo, a directory of per-site dictionaries, or SITE=PATH")
+        raise DictionaryError("no dictionaries given; pass --dict toy-zoo (or toy-zoo-transcoders), a directory of per-site dictionaries, or SITE=PATH")
     valid = set(all_sites(n_layers))
     paths: dict[Site, Path] = {}
     for spec in specs:
-        if spec == ZOO_SPEC:
-            paths.update(_zoo_paths(n_layers))
+        if spec in (ZOO_SPEC, ZOO_TRANSCODERS_SPEC):
+            paths.update(_zoo_paths(n_layers, transcoders=spec == ZOO_TRANSCODERS_SPEC))
         elif "=" in spec:
             name, _, value = spec.partition("=")
             try:
@@ -399,11 +400,17 @@ def load_dictionary_set(specs: list[str] | tuple[str, ...], *, n_layers: int, d_
     return DictionarySet(by_site=loaded)
 
 
-def _zoo_paths(n_layers: int) -> dict[Site, Path]:
+def _zoo_paths(n_layers: int, *, transcoders: bool = False) -> dict[Site, Path]:
     from sfc_graph.sites import all_sites
 
     try:
         from sfc_graph import zoo
     except ImportError as exc:
         raise DictionaryError(f"the toy zoo is not available in this installation ({exc})") from None
-    return {site: Path(zoo.dictionary_path(site.name)) for site in all_sites(n_layers)}
+    paths = {}
+    for site in all_sites(n_layers):
+        if transcoders and site.kind == "mlp":
+            paths[site] = Path(zoo.transcoder_path(site.layer))
+        else:
+            paths[site] = Path(zoo.dictionary_path(site.name))
+    return paths

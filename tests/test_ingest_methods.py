@@ -192,3 +192,35 @@ def test_edges_into_a_node_match_finite_differences(down_name, up_names):
         assert weights[d_dict].sum().item() == pytest.approx(fd_error, rel=1e-4, abs=1e-7)
     # sites that are not directly wired to the downstream site get no block
     assert all(down_name != key[1] or key[0] in up_names for key in blocks)
+
+
+def test_transcoders_splice_and_stay_complete():
+    """A transcoder at mlp_L reads the MLP's normalised input; the splice and IG completeness still hold."""
+    from sfc_graph.ingest.dictionaries import Transcoder
+
+    handle = build_model(dtype=F64)
+    dictionaries = build_dictionaries(handle).to("cpu", F64)
+    for layer in range(handle.n_layers):
+        site = parse_site(f"mlp_{layer}")
+        sae = dictionaries[site]
+        transcoder = Transcoder(sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, apply_b_dec_to_input=False,
+                                input_hook=f"blocks.{layer}.ln2.hook_normalized")
+        dictionaries.by_site[site].dictionary = transcoder
+    spliced = SplicedModel(handle, dictionaries)
+    batch = _batch(handle)
+    assert torch.allclose(handle.model(batch.clean), spliced.spliced_forward(batch.clean), atol=1e-10)
+    record = spliced.record(batch.clean)
+    site = parse_site("mlp_1")
+    normalized = _cache(handle.model, batch.clean, {"blocks.1.ln2.hook_normalized"})["blocks.1.ln2.hook_normalized"]
+    torch.testing.assert_close(record.f[site], _sae_codes(dictionaries[site], normalized + dictionaries[site].b_dec))
+    effects, _, _ = batch_effects(spliced, batch, logit_diff, method="ig", ig_steps=64)
+    patch_x = _cache(handle.model, batch.patch, {site.hook})[site.hook]
+    expected = _run_metric(handle.model, batch, [(site.hook, lambda x, hook: patch_x)]) - _run_metric(
+        handle.model, batch, []
+    )
+    total = effects.features[site].sum(dim=(1, 2)) + effects.errors[site].sum(dim=1)
+    torch.testing.assert_close(total, expected, atol=2e-3, rtol=2e-3)
+    kept = {s: KeptNodes(features=torch.arange(dictionaries[s].d_dict), error=True) for s in spliced.sites}
+    _, clean, patch = batch_effects(spliced, batch, logit_diff, method="attrib")
+    blocks = batch_edges(spliced, batch.clean, effects.grads, clean, patch, kept, per_position=False)
+    assert {(b.up.name, b.down.name) for b in blocks} >= {("resid_0", "mlp_1"), ("attn_1", "mlp_1")}
