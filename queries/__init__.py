@@ -21,7 +21,10 @@ columns in order (``str``, ``int``, ``float``, ``list[str]``, ``list[float]``); 
 exactly these, with these dtypes, even when empty. ``post`` names a Python step in
 :mod:`sfc_graph.queries.post` that turns the Cypher rows into the result, for semantics that are clearer
 and more correct in Python over a bounded candidate set (weighted path ranking, pairwise overlap).
-``one-of`` names parameters of which exactly one must be given.
+``one-of`` names parameters of which exactly one must be given. A query may hold several statements,
+separated by a line holding only ``;``; they run in order with the same parameters and a ``post`` step
+receives their results as a list (the path queries fetch a circuit's nodes and its edges apart: reading
+both endpoints' properties for every edge costs LadybugDB several times more than two plain scans).
 
 Dialects: ``NAME.cypher`` runs on every backend unless a ``NAME.<dialect>.cypher`` file sits beside it
 (``top-nodes.neo4j.cypher``); that variant holds only the statement text (comments allowed), takes the
@@ -118,8 +121,12 @@ class Query:
     one_of: tuple[str, ...] = ()
 
     def text_for(self, dialect: str) -> str:
-        """The statement to send to a backend of ``dialect`` (its variant if there is one)."""
+        """The text to send to a backend of ``dialect`` (its variant if there is one)."""
         return dict(self.variants).get(dialect, self.text)
+
+    def statements_for(self, dialect: str) -> tuple[str, ...]:
+        """The text for ``dialect`` split into its statements (separated by a line holding only ``;``)."""
+        return split_statements(self.text_for(dialect))
 
     def param(self, name: str) -> Param:
         return {p.name: p for p in self.params}[name]
@@ -147,6 +154,18 @@ def _split_header(text: str) -> tuple[list[str], str]:
         if not stripped.startswith("//"):
             body.append(line.rstrip())
     return header, "\n".join(body).strip()
+
+
+def split_statements(text: str) -> tuple[str, ...]:
+    parts, current = [], []
+    for line in text.splitlines():
+        if line.strip() == ";":
+            parts.append("\n".join(current).strip())
+            current = []
+        else:
+            current.append(line)
+    parts.append("\n".join(current).strip())
+    return tuple(p for p in parts if p)
 
 
 def parse_query(text: str, *, source: str, variants: tuple[tuple[str, str], ...] = ()) -> Query:
@@ -245,13 +264,16 @@ def run_query(store, name: str, params: dict[str, Any] | None = None) -> pl.Data
     query = get_query(name)
     values = check_params(query, dict(params or {}))
     cypher_values = _resolve_in_store(store, query, values)
-    text = query.text_for(store.dialect)
-    used = set(_PARAM_REF.findall(text))
-    frame = store.run(text, {k: v for k, v in cypher_values.items() if k in used})
+    frames = []
+    for text in query.statements_for(store.dialect):
+        used = set(_PARAM_REF.findall(text))
+        frames.append(store.run(text, {k: v for k, v in cypher_values.items() if k in used}))
     if query.post:
         from .post import POST_STEPS
 
-        frame = POST_STEPS[query.post](frame, values, cypher_values)
+        frame = POST_STEPS[query.post](frames, values, cypher_values)
+    else:
+        (frame,) = frames
     return conform(frame, query)
 
 

@@ -8,10 +8,14 @@
 // column path: list[str] -- node labels, source first (node_id, or node_id@position when positions are kept)
 // column weight: float -- the product of the path's edge weights
 // post: downstream_paths
-// The Cypher fetches the circuit's edges above min_weight; Python ranks the paths of <= max_hops edges
+// The Cypher fetches the circuit's nodes, then its edges above min_weight; Python ranks the paths of <= max_hops edges
 // starting at the source by |weight| (best-first search with an upper bound, exact; DESIGN.md §5: weights
 // can be negative, so this is no database shortest path). Ties: fewer hops first, then by labels.
+// Dialect: nodes are keyed by the engine's own id (LadybugDB offset(ID(n)), Neo4j elementId(n)) so that the
+// edge scan reads no node properties; downstream-paths.neo4j.cypher is the Neo4j text.
+MATCH (c:Circuit {id: $circuit})-[:HAS_NODE]->(n:CircuitNode)
+RETURN offset(ID(n)) AS key, n.uid AS uid, n.node_id AS node_id, n.position AS position
+;
 MATCH (c:Circuit {id: $circuit})-[:HAS_NODE]->(a:CircuitNode)-[e:EDGE]->(b:CircuitNode)
 WHERE abs(e.weight) >= $min_weight
-RETURN a.uid AS src, b.uid AS dst, e.weight AS weight,
-       a.node_id AS src_node, a.position AS src_position, b.node_id AS dst_node, b.position AS dst_position
+RETURN offset(ID(a)) AS src, offset(ID(b)) AS dst, e.weight AS weight

@@ -7,8 +7,9 @@
 // column other: str -- the node at the other end (node_id, or node_id@position when positions are kept)
 // column weight: float -- the edge's attribution weight
 // Ordered by direction (in, then out), |weight| descending, then other.
+// Anchored at the circuit: a bare `n.uid IN $node` (or an UNWIND) makes LadybugDB scan every circuit's nodes.
 // Dialect: LadybugDB spells toString(x) as CAST(x AS STRING); neighborhood.neo4j.cypher is the Neo4j text.
-MATCH (n:CircuitNode)
+MATCH (c:Circuit {id: $circuit})-[:HAS_NODE]->(n:CircuitNode)
 WHERE n.uid IN $node
 OPTIONAL MATCH (n)<-[ei:EDGE]-(src:CircuitNode)
 WHERE abs(ei.weight) >= $min_weight

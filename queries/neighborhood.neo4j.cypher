@@ -1,5 +1,5 @@
 // neighborhood, Neo4j text: identical to neighborhood.cypher but for toString() (LadybugDB: CAST AS STRING).
-MATCH (n:CircuitNode)
+MATCH (c:Circuit {id: $circuit})-[:HAS_NODE]->(n:CircuitNode)
 WHERE n.uid IN $node
 OPTIONAL MATCH (n)<-[ei:EDGE]-(src:CircuitNode)
 WHERE abs(ei.weight) >= $min_weight

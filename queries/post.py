@@ -1,6 +1,6 @@
 """Python steps that turn a query's Cypher rows into its result (the ``post:`` line of a query header).
 
-Each step gets the Cypher result, the checked parameters as the user gave them (defaults filled in) and
+Each step gets the results of the query's statements (a list, one frame per statement), the checked parameters as the user gave them (defaults filled in) and
 the values the Cypher was run with (``node`` parameters resolved to CircuitNode uids). Steps stay small
 and work on a bounded candidate set: one circuit's edges, or the node sets of the circuits asked about.
 """
@@ -15,65 +15,74 @@ import polars as pl
 
 from . import node_label
 
-PostStep = Callable[[pl.DataFrame, dict[str, Any], dict[str, Any]], pl.DataFrame]
+PostStep = Callable[[list[pl.DataFrame], dict[str, Any], dict[str, Any]], pl.DataFrame]
 
 PATH_SCHEMA = {"path": pl.List(pl.String), "weight": pl.Float64}
 
 
-def upstream_paths(frame: pl.DataFrame, params: dict[str, Any], resolved: dict[str, Any]) -> pl.DataFrame:
-    return _ranked_paths(frame, resolved["target"], params, upstream=True)
+def upstream_paths(frames: list[pl.DataFrame], params: dict[str, Any], resolved: dict[str, Any]) -> pl.DataFrame:
+    nodes, edges = frames
+    return _ranked_paths(nodes, edges, resolved["target"], params, upstream=True)
 
 
-def downstream_paths(frame: pl.DataFrame, params: dict[str, Any], resolved: dict[str, Any]) -> pl.DataFrame:
-    return _ranked_paths(frame, resolved["source"], params, upstream=False)
+def downstream_paths(frames: list[pl.DataFrame], params: dict[str, Any], resolved: dict[str, Any]) -> pl.DataFrame:
+    nodes, edges = frames
+    return _ranked_paths(nodes, edges, resolved["source"], params, upstream=False)
 
 
-def _ranked_paths(frame: pl.DataFrame, anchors: list[str], params: dict[str, Any], *, upstream: bool) -> pl.DataFrame:
-    """The k simple paths of 1..max_hops edges ending (upstream) or starting (downstream) at ``anchors``,
-    with the largest |product of weights|; ties broken by fewer hops, then by the labels."""
-    if frame.height == 0:
+def _ranked_paths(nodes: pl.DataFrame, edges: pl.DataFrame, anchor_uids: list[str], params: dict[str, Any], *,
+                  upstream: bool) -> pl.DataFrame:
+    """The k simple paths of 1..max_hops edges ending (upstream) or starting (downstream) at the anchors,
+    with the largest |product of weights|; ties broken by fewer hops, then by the labels.
+
+    ``nodes``: the circuit's nodes (key, uid, node_id, position); ``edges``: src, dst (node keys), weight.
+    """
+    if edges.height == 0:
         return pl.DataFrame(schema=PATH_SCHEMA)
-    labels: dict[str, str] = {}
-    for uid, node, pos in itertools.chain(
-        frame.select("src", "src_node", "src_position").iter_rows(),
-        frame.select("dst", "dst_node", "dst_position").iter_rows(),
-    ):
-        labels[uid] = node_label(node, pos)
+    keys = nodes["key"].to_list()
+    labels = dict(zip(keys, map(node_label, nodes["node_id"].to_list(), nodes["position"].to_list())))
+    wanted = set(anchor_uids)
+    anchors = [key for key, uid in zip(keys, nodes["uid"].to_list()) if uid in wanted]
     # Walk against the direction of the paths' growth: upstream paths grow at their source end.
     near, far = ("dst", "src") if upstream else ("src", "dst")
-    step: dict[str, list[tuple[str, float]]] = {}
-    for a, b, w in frame.select(near, far, "weight").iter_rows():
-        step.setdefault(a, []).append((b, w))
-    paths = best_paths(step, anchors, labels, max_hops=params["max_hops"], k=params["k"], reverse=upstream)
+    grouped = edges.group_by(near).agg(pl.col(far), pl.col("weight"))
+    step = dict(zip(grouped[near].to_list(), zip(grouped[far].to_list(), grouped["weight"].to_list())))
+    paths = best_paths(step, anchors, labels, max_hops=params["max_hops"], k=params["k"], reverse=upstream,
+                       no_gain=bool(edges["weight"].abs().max() <= 1.0))
     return pl.DataFrame({"path": [p for p, _ in paths], "weight": [w for _, w in paths]}, schema=PATH_SCHEMA)
 
 
 def best_paths(
-    step: dict[str, list[tuple[str, float]]],
-    anchors: list[str],
-    labels: dict[str, str],
+    step: dict[Any, tuple[list[Any], list[float]]],
+    anchors: list[Any],
+    labels: dict[Any, str],
     *,
     max_hops: int,
     k: int,
     reverse: bool,
+    no_gain: bool | None = None,
 ) -> list[tuple[list[str], float]]:
-    """Best-first search for the k best paths grown from ``anchors`` through ``step`` (node -> [(next, w)]).
+    """Best-first search for the k best paths grown from ``anchors`` through ``step`` (node -> (nexts, weights)).
 
     A partial path's key is an upper bound on |weight| of anything it can still become: |product so far|
     times ``bound(node, hops left)``, the best |product| of at most that many further steps (1 for
-    stopping; cycles allowed in the bound, so it never underestimates). Partial paths pop before complete
-    ones of the same key, so complete paths come out in exact rank order. ``reverse``: paths are grown at
-    their source end (upstream), so the labels are read back to front.
+    stopping; cycles allowed in the bound, so it never underestimates; simply 1 when no |weight| exceeds
+    1, the usual case). Partial paths pop before complete ones of the same key, so complete paths come
+    out in exact rank order. ``reverse``: paths are grown at their source end (upstream), so the labels
+    are read back to front.
     """
-    cache: dict[tuple[str, int], float] = {}
+    cache: dict[tuple[Any, int], float] = {}
+    if no_gain is None:
+        no_gain = all(abs(w) <= 1.0 for _, weights in step.values() for w in weights)
+    nothing: tuple[list, list] = ([], [])
 
-    def bound(node: str, hops: int) -> float:
-        if hops == 0:
+    def bound(node: Any, hops: int) -> float:
+        if hops == 0 or no_gain:
             return 1.0
         key = (node, hops)
         if key not in cache:
             best = 1.0
-            for nxt, w in step.get(node, ()):
+            for nxt, w in zip(*step.get(node, nothing)):
                 best = max(best, abs(w) * bound(nxt, hops - 1))
             cache[key] = best
         return cache[key]
@@ -83,7 +92,7 @@ def best_paths(
 
     counter = itertools.count()
     heap: list[tuple] = []
-    for anchor in sorted(set(anchors)):
+    for anchor in sorted(set(anchors), key=lambda a: labels[a]):
         if anchor in step:
             heap.append((-bound(anchor, max_hops), 0, 0, (), next(counter), (anchor,), 1.0))
     heapq.heapify(heap)
@@ -98,7 +107,7 @@ def best_paths(
         if hops == max_hops:
             continue
         tip = nodes[-1]
-        for nxt, w in step.get(tip, ()):
+        for nxt, w in zip(*step.get(tip, nothing)):
             if nxt in nodes:
                 continue  # simple paths only
             grown = product * w
@@ -107,8 +116,9 @@ def best_paths(
     return found
 
 
-def pairwise_overlap(frame: pl.DataFrame, params: dict[str, Any], resolved: dict[str, Any]) -> pl.DataFrame:
+def pairwise_overlap(frames: list[pl.DataFrame], params: dict[str, Any], resolved: dict[str, Any]) -> pl.DataFrame:
     """Jaccard of node-identity sets and Σ min(|e_a|,|e_b|) / Σ max(|e_a|,|e_b|) for every pair."""
+    (frame,) = frames
     circuits = params["circuits"]
     if len(circuits) < 2:
         from ..errors import QueryError
@@ -136,8 +146,9 @@ def pairwise_overlap(frame: pl.DataFrame, params: dict[str, Any], resolved: dict
     )
 
 
-def order_effects(frame: pl.DataFrame, params: dict[str, Any], resolved: dict[str, Any]) -> pl.DataFrame:
+def order_effects(frames: list[pl.DataFrame], params: dict[str, Any], resolved: dict[str, Any]) -> pl.DataFrame:
     """Put each feature's effects in the order the circuits (or tasks) were given; rank the features."""
+    (frame,) = frames
     if frame.height == 0:
         return frame
     if params.get("circuits"):

@@ -269,6 +269,42 @@ def test_downstream_paths(qstore, bundles, circuit, source, params):
     assert_rows_close(rows(got), expected)
 
 
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("reverse", [True, False])
+def test_best_paths_with_gains_and_cycles(seed, reverse):
+    """The search's bound must stay exact when |weight| > 1 and the graph has cycles (brute force agrees)."""
+    import math
+    import random
+
+    import networkx as nx
+
+    from sfc_graph.queries.post import best_paths
+
+    rng = random.Random(seed)
+    graph = nx.gnp_random_graph(9, 0.35, seed=seed, directed=True)
+    for u, v in graph.edges:
+        graph.edges[u, v]["weight"] = rng.uniform(-3, 3)
+    anchor = 0
+    step: dict = {}
+    for u, v, w in graph.edges(data="weight"):
+        near, far = (v, u) if reverse else (u, v)
+        step.setdefault(near, ([], []))
+        step[near][0].append(far)
+        step[near][1].append(w)
+    labels = {n: f"n{n}" for n in graph}
+    got = best_paths(step, [anchor], labels, max_hops=4, k=15, reverse=reverse)
+    expected = []
+    for other in graph:
+        if other == anchor:
+            continue
+        src, dst = (other, anchor) if reverse else (anchor, other)
+        for path in nx.all_simple_paths(graph, src, dst, cutoff=4):
+            weight = math.prod(graph.edges[a, b]["weight"] for a, b in zip(path, path[1:]))
+            expected.append(([labels[n] for n in path], weight))
+    expected.sort(key=lambda pw: (-abs(pw[1]), len(pw[0]), tuple(pw[0])))
+    assert_rows_close([tuple(r) for r in got], [tuple(r) for r in expected[:15]])
+
+
 def test_paths_from_a_node_without_edges_are_empty_and_typed(qstore):
     got = qstore.query("downstream-paths", circuit="agr-1", source="output")
     assert got.height == 0 and got.schema == {"path": pl.List(pl.String), "weight": pl.Float64}
