@@ -203,3 +203,23 @@ def test_dictionary_formats_load_and_agree(tmp_path):
                              model_id="m")
     assert ((loaded.dictionary.encode(x) > 0).sum(-1) <= 3).all()
     assert isinstance(sae, Dictionary)
+
+
+@pytest.mark.parametrize("ablation", ["mean", "zero"])
+def test_tasks_without_counterfactuals_use_neg_log_prob_and_ablation(tmp_path, ablation):
+    from sfc_graph.ingest.compute import CircuitSettings, compute_circuit
+    from sfc_graph.ingest.tasks import load_task
+
+    from test_ingest_helpers import build_dictionaries
+
+    handle = build_model()
+    task = load_task(str(write_task(tmp_path / "plain.jsonl", counterfactual=False)))
+    settings = CircuitSettings(method="ig", ig_steps=2, ablation=ablation, node_threshold=0.01,
+                               eval_thresholds=(0.01,))
+    circuit = compute_circuit(handle, build_dictionaries(handle), task, settings)
+    bundle = circuit.write(tmp_path / "b")
+    manifest = read_bundle(tmp_path / "b").manifest
+    assert manifest["metric"] == "neg_log_prob" and manifest["ablation"] == ablation
+    assert bundle.nodes.height > 1 and "metric_patch" not in manifest
+    with pytest.raises(Exception, match="counterfactual"):
+        compute_circuit(handle, build_dictionaries(handle), task, CircuitSettings(metric="logit_diff"))
