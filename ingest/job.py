@@ -118,7 +118,7 @@ def load_job(path: str | Path) -> Job:
         circuits=tuple(specs),
         out=out if out.is_absolute() else path.parent / out,
         device=str(data.get("device", "auto")),
-        store=data.get("store"),
+        store=_store_spec(data.get("store"), path),
     )
 
 
@@ -156,6 +156,15 @@ def _resolve_dict(spec: str, job_path: Path) -> str:
     return _resolve(spec, job_path)
 
 
+def _store_spec(value: Any, job_path: Path) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if "://" in text or Path(text).is_absolute():
+        return text
+    return str(job_path.parent / text)
+
+
 def _task_spec(spec: str, job_path: Path) -> str:
     return _resolve(spec, job_path)
 
@@ -173,7 +182,10 @@ def run_job(
     progress: Progress | None = None,
     report: Callable[[str], None] | None = None,
 ) -> list[JobResult]:
-    """Compute (unless present) and load (unless loaded) every circuit of this shard of ``job``."""
+    """Compute (unless present) and load (unless loaded into ``store``) every circuit of this shard of ``job``.
+
+    ``store=None`` only writes bundles; pass ``job.store`` to use the job's own store.
+    """
     report = report or (lambda line: log.info(line))
     specs = shard_of(job, *shard)
     if not specs:
@@ -183,9 +195,8 @@ def run_job(
     dictionaries = load_dictionary_set(
         list(job.dictionaries), n_layers=handle.n_layers, d_model=handle.d_model, model_id=handle.model_id
     )
-    store_spec = store or job.store
     results = []
-    with _open(store_spec) as target:
+    with _open(store) as target:
         for spec in specs:
             task = load_task(spec.task)
             cid = circuit_id(handle, dictionaries, task, spec.settings)
