@@ -519,7 +519,7 @@ def _summary(data: _Data) -> list[str]:
         high = max(shares, key=shares.get)
         low = min(shares, key=shares.get)
         text = (f"Error nodes carry {shares[low]:.0%} ({labels[low]}) to {shares[high]:.0%} ({labels[high]}) of the "
-                "|effect|" if len(shares) > 1 else f"Error nodes carry {shares[high]:.0%} of the |effect|")
+                "|effect|" if len(shares) > 1 else f"Error nodes carry {shares[high]:.0%} of the |effect| in {labels[high]}")
         if shares[high] > 0.5:
             text += f"; above half in {labels[high]}, whose dictionaries leave much of the mechanism unexplained"
         lines.append(text + ".")
