@@ -14,6 +14,10 @@ the model's wiring allows (resid_{l-1} -> attn_l, mlp_l, resid_l; attn_l -> mlp_
 last resid -> output). Circuits are spread over ``--tasks`` tasks. Bundles are generated with numpy/polars,
 checked with ``validate_tables`` and loaded with ``store.load(Bundle(...))`` (no Parquet files).
 
+``--bulk`` builds with LadybugDB's automatic checkpoint switched off and a ``CHECKPOINT`` every 50 loads
+and at the end (reaching into the embedded store's connection: an experiment for the loader, not what
+``sfc load`` does). With ladybug 0.22.0 the checkpoint that follows every commit is most of a load's time.
+
 Prints the build time (and what a load spends its time on), the store's size on disk, and the p50/p95/max
 warm latency of each named query over ``--repeats`` different parameter sets (each run once untimed first).
 Targets: p95 <= 100 ms for top-nodes, feature-circuits, neighborhood, layer-profile, error-share,
@@ -135,6 +139,8 @@ def build_store(path: Path, args) -> dict:
     profiler = cProfile.Profile() if args.profile_loads else None
     started = time.perf_counter()
     with open_store(path) as store:
+        if args.bulk:
+            store._conn.execute("CALL auto_checkpoint=false")
         for i in range(args.circuits):
             t0 = time.perf_counter()
             bundle = synthetic_bundle(rng, i, n_edges=args.edges, n_layers=args.layers, per_site=args.features_per_site,
@@ -146,6 +152,8 @@ def build_store(path: Path, args) -> dict:
             store.load(bundle)
             if profile:
                 profiler.disable()
+            if args.bulk and ((i + 1) % 50 == 0 or i + 1 == args.circuits):
+                store._conn.execute("CHECKPOINT")
             t2 = time.perf_counter()
             figures["generate_s"] += t1 - t0
             figures["load_s"] += t2 - t1
@@ -236,6 +244,8 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=None, help="store directory (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="query an existing --store instead of building")
     parser.add_argument("--keep", action="store_true", help="keep the store after the run")
+    parser.add_argument("--bulk", action="store_true",
+                        help="build without automatic checkpoints (CHECKPOINT every 50 loads); see above")
     parser.add_argument("--profile-loads", type=int, default=0, metavar="K",
                         help="profile the last K loads and print where the time goes")
     args = parser.parse_args()
@@ -249,7 +259,7 @@ def main() -> None:
         if not args.reuse:
             if args.store.exists():
                 raise SystemExit(f"{args.store} exists; remove it, or pass --reuse to query it")
-            print(f"building {args.circuits} circuits x {args.edges} edges ({args.layers} layers, "
+            print(f"building {args.circuits} circuits x {args.edges} edges{' (bulk: no auto checkpoint)' if args.bulk else ''} ({args.layers} layers, "
                   f"{args.features_per_site} features per site, d_dict {args.d_dict}, zipf {args.zipf}) ...", flush=True)
             figures = build_store(args.store, args)
             stats = figures["stats"]

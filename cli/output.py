@@ -97,6 +97,8 @@ def _cell(value: Any) -> str:
         return f"{value:.6g}"
     if isinstance(value, list):
         return "[" + ", ".join(_cell(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return json.dumps(_jsonable(value), ensure_ascii=False)
     return str(value)
 
 
