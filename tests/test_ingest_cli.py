@@ -20,6 +20,15 @@ from test_ingest_helpers import build_dictionary, build_model, write_saelens_dir
 FAST = ["--ig-steps", "2", "--eval-thresholds", "0.1", "--node-threshold", "0.05", "-q"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster on a busy machine); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A checkpoint directory, a directory of per-site SAEs and a task file."""

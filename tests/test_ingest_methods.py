@@ -18,6 +18,15 @@ from test_ingest_helpers import AGREEMENT, build_dictionaries, build_model
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster on a busy machine); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _task() -> Task:
     return Task("agree", tuple(Example(c, ca, p, pa) for c, p, ca, pa in AGREEMENT), "memory")
 
