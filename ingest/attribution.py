@@ -222,7 +222,11 @@ def batch_effects(
     """Node effects of one batch by ``method``, with the clean record and patch state they came from."""
     if method not in METHODS:
         raise ComputeError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    clean, grads, metric_clean = clean_grads(spliced, batch, metric)
+    if method == "ig":
+        clean = spliced.record(batch.clean)  # the IG gradients replace the clean ones: no backward needed
+        metric_clean = metric(clean.logits, batch.answers())
+    else:
+        clean, grads, metric_clean = clean_grads(spliced, batch, metric)
     patch, patch_record = patch_state(spliced, batch, clean, ablation=ablation, means=means)
     metric_patch = None
     if patch_record is not None:
