@@ -139,8 +139,8 @@ def cypher(statement: str, params, store: str, fmt: str, out: str | None, write:
     \b
     Examples:
       sfc cypher "MATCH (c:Circuit) RETURN c.id AS id, c.task AS task"
-      sfc cypher "MATCH (f:Feature)<-[:CONTAINS]-(c:Circuit) WHERE f.layer = \\$layer
-                  RETURN f.id AS feature, count(c) AS circuits ORDER BY circuits DESC LIMIT 10" -p layer 3
+      sfc cypher 'MATCH (f:Feature)<-[:CONTAINS]-(c:Circuit) WHERE f.layer = $layer
+                  RETURN f.id AS feature, count(c) AS circuits ORDER BY circuits DESC LIMIT 10' -p layer 3
     """
     from sfc_graph.store import open_store
 
