@@ -23,6 +23,9 @@ from .attribution import PatchState
 from .splice import LeafRecord, Record, SplicedModel
 
 
+MAX_GRAD_ELEMENTS = 1 << 25
+
+
 @dataclass
 class KeptNodes:
     """The nodes of a site above the node threshold.
@@ -127,9 +130,11 @@ def batch_edges(
         values = _downstream_values(spliced, down, leaf, grads[down], kept[down])  # [b, p, k+1]
         b, p, n_nodes = values.shape
         rows = _row_selectors(values, per_position)
+        # bound the batched gradients ([rows, b, p, d_model] per upstream site) to ~2^25 elements
+        step = max(1, min(chunk, MAX_GRAD_ELEMENTS // (b * p * spliced.handle.d_model)))
         results: dict[Site, list[Tensor]] = {s: [] for s in upstream}
-        for start in range(0, rows.shape[0], chunk):
-            selector = rows[start : start + chunk]  # [n, b, p, k+1] cotangents
+        for start in range(0, rows.shape[0], step):
+            selector = rows[start : start + step]  # [n, b, p, k+1] cotangents
             grads_up = torch.autograd.grad(
                 values,
                 [leaf.leaves[s] for s in upstream],

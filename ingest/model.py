@@ -8,9 +8,11 @@ the Hugging Face cache). Switching to transformer_lens 4's TransformerBridge is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,15 @@ class ModelHandle:
     @property
     def d_model(self) -> int:
         return int(self.model.cfg.d_model)
+
+
+@contextlib.contextmanager
+def _quiet_transformer_lens():
+    """transformer_lens 3.9 warns on every HookedTransformer that 4.0 removes it; we pin 3.9 knowingly
+    (DESIGN.md §8), so that warning is noise for our users."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="HookedTransformer is deprecated")
+        yield
 
 
 def resolve_device(device: str) -> torch.device:
@@ -96,7 +107,8 @@ def _load_zoo(device: torch.device) -> ModelHandle:
         from sfc_graph import zoo
     except ImportError as exc:
         raise ComputeError(f"the toy zoo is not available in this installation ({exc})") from None
-    model = zoo.load_model(device)
+    with _quiet_transformer_lens():
+        model = zoo.load_model(device)
     return wrap(model, model_id=zoo.ZOO_NAME, source=str(zoo.zoo_dir()))
 
 
@@ -122,7 +134,8 @@ def _load_checkpoint_dir(path: Path, device: torch.device) -> ModelHandle:
         from transformers import PreTrainedTokenizerFast
 
         tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), name_or_path=str(path))
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    with _quiet_transformer_lens():
+        model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     try:
         model.load_state_dict(load_file(str(weights_file)), strict=False)
     except RuntimeError as exc:
@@ -144,7 +157,8 @@ def _load_pretrained(name: str, device: torch.device) -> ModelHandle:
     from transformer_lens import HookedTransformer
 
     try:
-        model = HookedTransformer.from_pretrained(name, device=str(device))
+        with _quiet_transformer_lens():
+            model = HookedTransformer.from_pretrained(name, device=str(device))
     except Exception as exc:  # unknown names, no network, missing cache all land here
         raise ComputeError(
             f"cannot load model {name!r}: {str(exc).splitlines()[0][:200]} "
