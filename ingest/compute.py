@@ -191,6 +191,9 @@ def compute_circuit(
     if metric_name == "logit_diff" and not task.has_counterfactuals:
         raise ComputeError(f"{task.source}: the logit_diff metric needs counterfactuals (patch, patch_answer)")
     metric = METRICS[metric_name]
+    if settings.method == "exact" and not task.has_counterfactuals and settings.ablation == "mean":
+        log.warning("exact with mean ablation patches every latent at every position (one forward pass each); "
+                    "expect it to be slow, or use ablation 'zero' or method 'ig'")
     dictionaries.to(handle.device, handle.model.cfg.dtype)
     spliced = SplicedModel(handle, dictionaries)
     sites = spliced.sites

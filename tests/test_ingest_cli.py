@@ -232,3 +232,26 @@ def test_tasks_without_counterfactuals_use_neg_log_prob_and_ablation(tmp_path, a
     assert bundle.nodes.height > 1 and "metric_patch" not in manifest
     with pytest.raises(Exception, match="counterfactual"):
         compute_circuit(handle, build_dictionaries(handle), task, CircuitSettings(metric="logit_diff"))
+
+
+def test_job_file_expands_tasks_methods_and_circuits(tmp_path):
+    from sfc_graph.ingest.job import load_job, shard_of
+
+    (tmp_path / "t.jsonl").write_text("")
+    job_file = tmp_path / "job.toml"
+    job_file.write_text(
+        'model = "toy-zoo"\ndictionaries = "toy-zoo"\ntasks = ["ioi", "t.jsonl"]\nmethods = ["attrib", "ig"]\n'
+        'store = "st"\n[settings]\nnode_threshold = 0.2\n'
+        '[[circuits]]\ntask = "greater_than"\nmethod = "exact"\nsettings = { n_examples = 8 }\n'
+    )
+    job = load_job(job_file)
+    specs = [(s.task, s.settings.method, s.settings.node_threshold, s.settings.n_examples) for s in job.circuits]
+    assert specs == [
+        ("ioi", "attrib", 0.2, 64), ("ioi", "ig", 0.2, 64),
+        (str(tmp_path / "t.jsonl"), "attrib", 0.2, 64), (str(tmp_path / "t.jsonl"), "ig", 0.2, 64),
+        ("greater_than", "exact", 0.2, 8),
+    ]
+    assert job.out == tmp_path / "bundles" and job.store == str(tmp_path / "st")
+    shards = [shard_of(job, i, 2) for i in (1, 2)]
+    assert [len(s) for s in shards] == [3, 2]
+    assert sorted(map(id, shards[0] + shards[1])) == sorted(map(id, job.circuits))
