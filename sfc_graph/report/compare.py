@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -234,10 +233,7 @@ def _profile(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _evaluation(store: "BaseStore", circuit_id: str) -> list[dict[str, Any]]:
-    from ..store.statements import statement
-
-    found = store.run(statement("circuit-manifest"), {"circuit": circuit_id})
-    manifest = json.loads(found["manifest"][0]) if found.height and found["manifest"][0] else {}
+    manifest = store.manifest(circuit_id)
     points = [p for p in manifest.get("evaluation") or [] if isinstance(p, dict)]
     return sorted(points, key=lambda p: (p.get("n_nodes") is None, p.get("n_nodes") or 0,
                                          -(p.get("node_threshold") or 0)))

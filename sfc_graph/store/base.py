@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import polars as pl
 
-from ..bundle import Bundle, read_bundle, read_manifest
+from ..bundle import EDGE_COLUMNS, NODE_COLUMNS, Bundle, read_bundle, read_manifest
 from ..errors import CircuitNotFound
 from ..graph import LABELS, NODE_LABELS, REL_TYPES, CircuitRows, circuit_rows, shared_rel_owner
 from .statements import statement, statements
@@ -109,12 +109,16 @@ class BaseStore:
             schema={"what": pl.String, "name": pl.String, "count": pl.Int64},
         )
 
+    def manifest(self, circuit_id: str) -> dict[str, Any]:
+        """The manifest the circuit was loaded with (evaluation, settings, dictionaries …)."""
+        found = self.run(statement("circuit-manifest"), {"circuit": circuit_id})
+        if found.height == 0:
+            self.require_circuit(circuit_id)
+        return json.loads(found["manifest"][0])
+
     def read_circuit(self, circuit_id: str) -> Bundle:
         """The circuit as a bundle (manifest, nodes, edges), read back from the graph."""
-        self.require_circuit(circuit_id)
-        manifest = json.loads(self.run(statement("circuit-manifest"), {"circuit": circuit_id})["manifest"][0])
-        from ..bundle import EDGE_COLUMNS, NODE_COLUMNS
-
+        manifest = self.manifest(circuit_id)
         nodes = self.run(statement("circuit-nodes"), {"circuit": circuit_id}).rename({"latent": "index"}, strict=False)
         edges = self.run(statement("circuit-edges"), {"circuit": circuit_id})
         nodes = _typed(nodes, NODE_COLUMNS, extra=["feature"]).sort("node_id", "position")
