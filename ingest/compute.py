@@ -33,7 +33,7 @@ from sfc_graph.bundle import EDGE_COLUMNS, NODE_COLUMNS, Bundle, write_bundle
 from sfc_graph.errors import ComputeError
 from sfc_graph.sites import Site
 
-from .attribution import ABLATIONS, METHODS, batch_effects
+from .attribution import ABLATIONS, METHODS, batch_effects, patch_state
 from .dictionaries import DictionarySet, load_dictionary_set
 from .edges import EdgeBlock, KeptNodes, batch_edges, output_parents
 from .evaluation import DEFAULT_EVAL_THRESHOLDS, AggregatedEffects, dataset_means, evaluate
@@ -201,15 +201,7 @@ def compute_circuit(
     n_examples = len(task.examples)
 
     with progress.step("site means", len(batches)) as advance:
-        means = {}
-        for i in range(len(batches)):
-            part = dataset_means(spliced, batches[i : i + 1])
-            for site, (f, e) in part.items():
-                weight = batches[i].size * batches[i].n_pos
-                mf, me, w = means.get(site, (0.0, 0.0, 0))
-                means[site] = (mf + f * weight, me + e * weight, w + weight)
-            advance(1)
-        means = {site: (f / w, e / w) for site, (f, e, w) in means.items()}
+        means = dataset_means(spliced, batches, advance=advance)
 
     # node effects, summed over examples (and positions for 'sum')
     feature_sum = {s: None for s in sites}
@@ -242,7 +234,8 @@ def compute_circuit(
     with progress.step("edges", len(batches) * len(sites)) as advance:
         edge_sums: dict[tuple[Site, Site], Tensor] = {}
         for batch, grads in zip(batches, grads_per_batch):
-            clean, _, patch = _states(spliced, batch, settings, means)
+            clean = spliced.record(batch.clean)
+            patch, _ = patch_state(spliced, batch, clean, ablation=settings.ablation, means=means)
             for block in batch_edges(
                 spliced, batch.clean, grads, clean, patch, kept, per_position=per_position,
                 chunk=settings.edge_chunk, advance=advance,
@@ -272,14 +265,6 @@ def compute_circuit(
     manifest["device"] = str(handle.device)
     log.info("circuit %s: %d nodes, %d edges", manifest["circuit_id"], nodes.height, edges.height)
     return Circuit(manifest=manifest, nodes=nodes, edges=edges, evaluation=evaluation, effects=aggregated)
-
-
-def _states(spliced: SplicedModel, batch, settings: CircuitSettings, means):
-    from .attribution import patch_state
-
-    clean = spliced.record(batch.clean)
-    patch, _ = patch_state(spliced, batch, clean, ablation=settings.ablation, means=means)
-    return clean, None, patch
 
 
 def _kept_nodes(effects: AggregatedEffects, threshold: float, per_position: bool) -> dict[Site, KeptNodes]:

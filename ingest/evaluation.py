@@ -39,7 +39,9 @@ class AggregatedEffects:
         return int(sum(int(m.sum()) for m in keep_f.values()) + sum(int(m.sum()) for m in keep_e.values()))
 
 
-def dataset_means(spliced: SplicedModel, batches: list[Batch]) -> dict[Site, tuple[Tensor, Tensor]]:
+def dataset_means(
+    spliced: SplicedModel, batches: list[Batch], *, advance: Callable[[int], None] | None = None
+) -> dict[Site, tuple[Tensor, Tensor]]:
     """Mean codes and mean error of every site over all clean tokens of the task."""
     sums: dict[Site, list[Tensor]] = {}
     count = 0
@@ -54,6 +56,8 @@ def dataset_means(spliced: SplicedModel, batches: list[Batch]) -> dict[Site, tup
             else:
                 sums[site] = [f, e]
         count += batch.size * batch.n_pos
+        if advance:
+            advance(1)
     return {site: (f / count, e / count) for site, (f, e) in sums.items()}
 
 
