@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import warnings
@@ -107,8 +108,11 @@ def _load_zoo(device: torch.device) -> ModelHandle:
         from sfc_graph import zoo
     except ImportError as exc:
         raise ComputeError(f"the toy zoo is not available in this installation ({exc})") from None
-    with _quiet_transformer_lens():
+    chatter = io.StringIO()  # transformer_lens prints "Moving model to device"; keep stdout for results
+    with _quiet_transformer_lens(), contextlib.redirect_stdout(chatter):
         model = zoo.load_model(device)
+    if chatter.getvalue().strip():
+        log.debug("zoo: %s", chatter.getvalue().strip())
     return wrap(model, model_id=zoo.ZOO_NAME, source=str(zoo.zoo_dir()))
 
 

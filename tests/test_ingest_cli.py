@@ -255,3 +255,30 @@ def test_job_file_expands_tasks_methods_and_circuits(tmp_path):
     shards = [shard_of(job, i, 2) for i in (1, 2)]
     assert [len(s) for s in shards] == [3, 2]
     assert sorted(map(id, shards[0] + shards[1])) == sorted(map(id, job.circuits))
+
+
+def _zoo_ready() -> bool:
+    try:
+        from sfc_graph import zoo
+
+        zoo.zoo_dir()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _zoo_ready(), reason="the toy zoo's artefacts are not built")
+def test_compute_and_run_on_the_shipped_zoo(tmp_path):
+    result = invoke("compute", "--model", "toy-zoo", "--dict", "toy-zoo", "--task", "agreement_nounpp",
+                    "--n-examples", "8", "--device", "cpu", "--out", str(tmp_path / "b"), *FAST)
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == str(tmp_path / "b")  # -q: only the path on stdout
+    bundle = read_bundle(tmp_path / "b")
+    assert bundle.manifest["dictionaries"]["resid_0"]["id"].startswith("toy-zoo-v1/")
+    job = tmp_path / "job.toml"
+    job.write_text('model = "toy-zoo"\ndictionaries = ["toy-zoo-transcoders"]\ntasks = ["ioi"]\nmethods = ["attrib"]\n'
+                   'device = "cpu"\n[settings]\nn_examples = 8\neval_thresholds = [0.1]\n')
+    result = invoke("run", str(job), "--store", str(tmp_path / "store"), "-q")
+    assert result.exit_code == 0 and "1 computed, 1 loaded" in result.output, result.output
+    (bundle_dir,) = (tmp_path / "bundles").iterdir()
+    assert read_bundle(bundle_dir).manifest["dictionaries"]["mlp_0"]["kind"] == "transcoder"
