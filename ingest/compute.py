@@ -203,45 +203,13 @@ def compute_circuit(
     with progress.step("site means", len(batches)) as advance:
         means = dataset_means(spliced, batches, advance=advance)
 
-    # node effects, summed over examples (and positions for 'sum')
-    feature_sum = {s: None for s in sites}
-    error_sum = {s: None for s in sites}
-    grads_per_batch: list[dict[Site, Tensor]] = []
-    metric_clean_total, metric_patch_total = 0.0, 0.0
     with progress.step(f"node effects ({settings.method})", len(batches) * len(sites)) as advance:
-        for batch in batches:
-            effects, _, _ = batch_effects(
-                spliced, batch, metric, method=settings.method, ig_steps=settings.ig_steps,
-                ablation=settings.ablation, means=means, max_rows=settings.max_rows, advance=advance,
-            )
-            grads_per_batch.append(effects.grads)
-            metric_clean_total += float(effects.metric_clean.sum())
-            if effects.metric_patch is not None:
-                metric_patch_total += float(effects.metric_patch.sum())
-            dims = (0,) if per_position else (0, 1)
-            for s in sites:
-                f = effects.features[s].sum(dim=dims)
-                e = effects.errors[s].sum(dim=dims)
-                feature_sum[s] = f if feature_sum[s] is None else feature_sum[s] + f
-                error_sum[s] = e if error_sum[s] is None else error_sum[s] + e
-    aggregated = AggregatedEffects(
-        features={s: feature_sum[s] / n_examples for s in sites},
-        errors={s: error_sum[s] / n_examples for s in sites},
-    )
-    metric_clean = metric_clean_total / n_examples
+        aggregated, grads_per_batch, metric_clean, metric_patch = _node_effects(
+            spliced, batches, metric, settings, means, n_examples, advance
+        )
     kept = _kept_nodes(aggregated, settings.node_threshold, per_position)
-
     with progress.step("edges", len(batches) * len(sites)) as advance:
-        edge_sums: dict[tuple[Site, Site], Tensor] = {}
-        for batch, grads in zip(batches, grads_per_batch):
-            clean = spliced.record(batch.clean)
-            patch, _ = patch_state(spliced, batch, clean, ablation=settings.ablation, means=means)
-            for block in batch_edges(
-                spliced, batch.clean, grads, clean, patch, kept, per_position=per_position,
-                chunk=settings.edge_chunk, advance=advance,
-            ):
-                key = (block.up, block.down)
-                edge_sums[key] = block.weights if key not in edge_sums else edge_sums[key] + block.weights
+        edge_sums = _edge_sums(spliced, batches, grads_per_batch, kept, settings, means, advance)
         parents = output_parents(spliced, batches[0].clean)
 
     evaluation: list[dict[str, Any]] = []
@@ -259,12 +227,61 @@ def compute_circuit(
     )
     manifest = _manifest(handle, dictionaries, task, settings, metric_name, evaluation)
     manifest["metric_clean"] = metric_clean
-    if task.has_counterfactuals:
-        manifest["metric_patch"] = metric_patch_total / n_examples
+    if metric_patch is not None:
+        manifest["metric_patch"] = metric_patch
     manifest["compute_seconds"] = round(time.perf_counter() - started, 3)
     manifest["device"] = str(handle.device)
     log.info("circuit %s: %d nodes, %d edges", manifest["circuit_id"], nodes.height, edges.height)
     return Circuit(manifest=manifest, nodes=nodes, edges=edges, evaluation=evaluation, effects=aggregated)
+
+
+def _node_effects(spliced, batches, metric, settings: CircuitSettings, means, n_examples: int, advance):
+    """Node effects of every batch, summed over examples (and over positions for ``sum``), then averaged.
+
+    Returns the aggregated effects, each batch's metric gradients (the edges' left vectors), and the mean
+    clean and patch metrics (the latter None without counterfactuals).
+    """
+    per_position = settings.aggregation == "none"
+    dims = (0,) if per_position else (0, 1)
+    feature_sum: dict[Site, Tensor] = {}
+    error_sum: dict[Site, Tensor] = {}
+    grads_per_batch: list[dict[Site, Tensor]] = []
+    metric_clean, metric_patch = 0.0, None
+    for batch in batches:
+        effects, _, _ = batch_effects(
+            spliced, batch, metric, method=settings.method, ig_steps=settings.ig_steps,
+            ablation=settings.ablation, means=means, max_rows=settings.max_rows, advance=advance,
+        )
+        grads_per_batch.append(effects.grads)
+        metric_clean += float(effects.metric_clean.sum())
+        if effects.metric_patch is not None:
+            metric_patch = (metric_patch or 0.0) + float(effects.metric_patch.sum())
+        for s in spliced.sites:
+            f, e = effects.features[s].sum(dim=dims), effects.errors[s].sum(dim=dims)
+            feature_sum[s] = f if s not in feature_sum else feature_sum[s] + f
+            error_sum[s] = e if s not in error_sum else error_sum[s] + e
+    aggregated = AggregatedEffects(
+        features={s: f / n_examples for s, f in feature_sum.items()},
+        errors={s: e / n_examples for s, e in error_sum.items()},
+    )
+    return aggregated, grads_per_batch, metric_clean / n_examples, (
+        None if metric_patch is None else metric_patch / n_examples
+    )
+
+
+def _edge_sums(spliced, batches, grads_per_batch, kept, settings: CircuitSettings, means, advance):
+    """Edge weights between kept nodes, per pair of wired sites, summed over every example."""
+    edge_sums: dict[tuple[Site, Site], Tensor] = {}
+    for batch, grads in zip(batches, grads_per_batch):
+        clean = spliced.record(batch.clean)
+        patch, _ = patch_state(spliced, batch, clean, ablation=settings.ablation, means=means)
+        for block in batch_edges(
+            spliced, batch.clean, grads, clean, patch, kept, per_position=settings.aggregation == "none",
+            chunk=settings.edge_chunk, advance=advance,
+        ):
+            key = (block.up, block.down)
+            edge_sums[key] = block.weights if key not in edge_sums else edge_sums[key] + block.weights
+    return edge_sums
 
 
 def _kept_nodes(effects: AggregatedEffects, threshold: float, per_position: bool) -> dict[Site, KeptNodes]:
