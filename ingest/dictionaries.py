@@ -260,6 +260,15 @@ def load_saelens_dir(path: Path, site: Site, *, default_id: str) -> tuple[Dictio
             f"{path / 'cfg.json'}: architecture {architecture!r} for site {site} is not supported "
             f"(supported: {', '.join(sorted(set(ARCHITECTURES)))})"
         )
+    normalize = cfg.get("normalize_activations")
+    if normalize not in (None, "none"):
+        raise DictionaryError(
+            f"{path / 'cfg.json'}: normalize_activations={normalize!r} for site {site} is not supported "
+            "(fold the scaling into the weights, or use a dictionary without it)"
+        )
+    hook_name = cfg.get("hook_name")
+    if cls is not Transcoder and hook_name and hook_name not in _equivalent_hooks(site):
+        log.warning("%s: trained on %s but attached to site %s (%s)", path, hook_name, site, site.hook)
     kwargs: dict[str, Any] = {"apply_b_dec_to_input": bool(cfg.get("apply_b_dec_to_input", True))}
     if cls is JumpReLUDictionary:
         if "threshold" in tensors:
@@ -286,6 +295,14 @@ def load_saelens_dir(path: Path, site: Site, *, default_id: str) -> tuple[Dictio
         path=str(path),
     )
     return dictionary, info
+
+
+def _equivalent_hooks(site: Site) -> set[str]:
+    """Hook names that carry the same activation as ``site`` (resid_post of L is resid_pre of L+1)."""
+    hooks = {site.hook}
+    if site.kind == "resid":
+        hooks.add(f"blocks.{site.layer + 1}.hook_resid_pre")
+    return hooks
 
 
 def load_dictionary_learning_dir(path: Path, site: Site, *, default_id: str) -> tuple[Dictionary, DictionaryInfo]:
