@@ -14,6 +14,8 @@ the model's wiring allows (resid_{l-1} -> attn_l, mlp_l, resid_l; attn_l -> mlp_
 last resid -> output). Circuits are spread over ``--tasks`` tasks. Bundles are generated with numpy/polars,
 checked with ``validate_tables`` and loaded with ``store.load(Bundle(...))`` (no Parquet files).
 
+The store is reopened every 50 loads: a LadybugDB ``Database`` object keeps ~70 MB per 10k-edge circuit
+loaded through it until it is closed (ladybug 0.22.0), and 1,000 of them do not fit in RAM otherwise.
 ``--bulk`` builds with LadybugDB's automatic checkpoint switched off and a ``CHECKPOINT`` every 50 loads
 and at the end (reaching into the embedded store's connection: an experiment for the loader, not what
 ``sfc load`` does). With ladybug 0.22.0 the checkpoint that follows every commit is most of a load's time.
@@ -138,37 +140,54 @@ def build_store(path: Path, args) -> dict:
     figures = {"generate_s": 0.0, "load_s": 0.0, "loads": []}
     profiler = cProfile.Profile() if args.profile_loads else None
     started = time.perf_counter()
-    with open_store(path) as store:
-        if args.bulk:
-            store._conn.execute("CALL auto_checkpoint=false")
-        for i in range(args.circuits):
-            t0 = time.perf_counter()
-            bundle = synthetic_bundle(rng, i, n_edges=args.edges, n_layers=args.layers, per_site=args.features_per_site,
-                                      d_dict=args.d_dict, popularity=popularity, n_tasks=args.tasks, model="bench")
-            t1 = time.perf_counter()
-            profile = profiler is not None and i >= args.circuits - args.profile_loads
-            if profile:
-                profiler.enable()
-            store.load(bundle)
-            if profile:
-                profiler.disable()
-            if args.bulk and ((i + 1) % 50 == 0 or i + 1 == args.circuits):
-                store._conn.execute("CHECKPOINT")
-            t2 = time.perf_counter()
-            figures["generate_s"] += t1 - t0
-            figures["load_s"] += t2 - t1
-            figures["loads"].append(t2 - t1)
-            if (i + 1) % max(1, args.circuits // 20) == 0 or i + 1 == args.circuits:
-                recent = figures["loads"][-max(1, args.circuits // 20):]
-                print(f"  loaded {i + 1:>5}/{args.circuits} circuits; {time.perf_counter() - started:7.1f} s; "
-                      f"last loads {statistics.mean(recent) * 1000:6.0f} ms each", flush=True)
-        figures["stats"] = store.stats()
+    store = None
+    for i in range(args.circuits):
+        if i % REOPEN_EVERY == 0:
+            # A LadybugDB Database object holds on to ~70 MB per 10k-edge circuit loaded through it (released
+            # on close; ladybug 0.22.0): reopen the store every REOPEN_EVERY loads so that the build fits in RAM.
+            if store is not None:
+                store.close()
+            store = open_store(path)
+            if args.bulk:
+                store._conn.execute("CALL auto_checkpoint=false")
+        t0 = time.perf_counter()
+        bundle = synthetic_bundle(rng, i, n_edges=args.edges, n_layers=args.layers, per_site=args.features_per_site,
+                                  d_dict=args.d_dict, popularity=popularity, n_tasks=args.tasks, model="bench")
+        t1 = time.perf_counter()
+        profile = profiler is not None and i >= args.circuits - args.profile_loads
+        if profile:
+            profiler.enable()
+        store.load(bundle)
+        if profile:
+            profiler.disable()
+        if args.bulk and ((i + 1) % REOPEN_EVERY == 0 or i + 1 == args.circuits):
+            store._conn.execute("CHECKPOINT")
+        t2 = time.perf_counter()
+        figures["generate_s"] += t1 - t0
+        figures["load_s"] += t2 - t1
+        figures["loads"].append(t2 - t1)
+        if (i + 1) % max(1, args.circuits // 20) == 0 or i + 1 == args.circuits:
+            recent = figures["loads"][-max(1, args.circuits // 20):]
+            print(f"  loaded {i + 1:>5}/{args.circuits} circuits; {time.perf_counter() - started:7.1f} s; "
+                  f"last loads {statistics.mean(recent) * 1000:6.0f} ms each; RSS {rss_mib():,.0f} MiB", flush=True)
+    figures["stats"] = store.stats()
+    store.close()
     figures["build_s"] = time.perf_counter() - started
     if profiler is not None:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(18)
         figures["profile"] = text.getvalue()
     return figures
+
+
+REOPEN_EVERY = 50
+
+
+def rss_mib() -> float:
+    try:
+        return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def dir_size(path: Path) -> int:
