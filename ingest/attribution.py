@@ -25,7 +25,7 @@ from sfc_graph.errors import ComputeError
 from sfc_graph.sites import Site
 
 from .metrics import Metric
-from .splice import Record, SplicedModel
+from .splice import Record, SplicedModel, mean_at
 from .tasks import Batch
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def patch_state(
         elif ablation == "mean":
             if means is None:
                 raise ComputeError("mean ablation needs the dataset means of every site")
-            mean_f, mean_e = means[site]
+            n_pos = clean.f[site].shape[1]
+            mean_f, mean_e = (mean_at(m, n_pos) for m in means[site])
             f[site], e[site] = mean_f.expand_as(clean.f[site]), mean_e.expand_as(clean.e[site])
         else:
             raise ComputeError(f"unknown ablation {ablation!r}; use one of {', '.join(ABLATIONS)}")

@@ -409,7 +409,7 @@ def _manifest(handle: ModelHandle, dictionaries: DictionarySet, task: Task, sett
         "evaluation": [
             {k: row[k] for k in ("node_threshold", "n_nodes", "faithfulness", "completeness")} for row in evaluation
         ],
-        "evaluation_ablation": "mean",
+        "evaluation_ablation": "mean per position",
         "settings": settings.identity(),
         "task_source": task.source,
     })

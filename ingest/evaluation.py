@@ -1,7 +1,7 @@
 """Faithfulness and completeness of circuits under mean ablation (DESIGN.md §2.8).
 
 ``faithfulness(C) = (m(C) - m(∅)) / (m(M) - m(∅))`` with every node outside ``C`` replaced by its mean
-over the task's tokens; ``completeness(C) = faithfulness(M \\ C)``. ``m`` is averaged over the examples.
+over the task's examples at the same position; ``completeness(C) = faithfulness(M \\ C)``. ``m`` is averaged over the examples.
 """
 
 from __future__ import annotations
@@ -42,23 +42,29 @@ class AggregatedEffects:
 def dataset_means(
     spliced: SplicedModel, batches: list[Batch], *, advance: Callable[[int], None] | None = None
 ) -> dict[Site, tuple[Tensor, Tensor]]:
-    """Mean codes and mean error of every site over all clean tokens of the task."""
+    """Mean codes ``[P, d_dict]`` and mean error ``[P, d_model]`` of every site, per position, over the task's
+    clean examples (``P`` the longest example; a position's mean is over the examples that reach it).
+
+    Per position, as in Marks et al.: in templated prompts the mean keeps what every example shares at a
+    position (the template) and removes what varies, which is what ablating a node should remove.
+    """
     sums: dict[Site, list[Tensor]] = {}
-    count = 0
+    n_max = max(batch.n_pos for batch in batches)
+    counts = torch.zeros(n_max, device=batches[0].clean.device)
     for batch in batches:
         record = spliced.record(batch.clean)
+        p = batch.n_pos
         for site in spliced.sites:
-            f = record.f[site].sum(dim=(0, 1))
-            e = record.e[site].sum(dim=(0, 1))
-            if site in sums:
-                sums[site][0] += f
-                sums[site][1] += e
-            else:
-                sums[site] = [f, e]
-        count += batch.size * batch.n_pos
+            f, e = record.f[site].sum(dim=0), record.e[site].sum(dim=0)
+            if site not in sums:
+                sums[site] = [f.new_zeros(n_max, f.shape[-1]), e.new_zeros(n_max, e.shape[-1])]
+            sums[site][0][:p] += f
+            sums[site][1][:p] += e
+        counts[:p] += batch.size
         if advance:
             advance(1)
-    return {site: (f / count, e / count) for site, (f, e) in sums.items()}
+    scale = counts.unsqueeze(-1)
+    return {site: (f / scale.to(f.dtype), e / scale.to(e.dtype)) for site, (f, e) in sums.items()}
 
 
 def _mean_metric(

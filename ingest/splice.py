@@ -175,7 +175,7 @@ class SplicedModel:
             dictionary = self.dictionary(site)
             f, e = self.encode(site, x, inputs.get(site))
             if keep_features is not None and means is not None:
-                mean_f, mean_e = means[site]
+                mean_f, mean_e = (mean_at(m, x.shape[1]) for m in means[site])
                 # masks broadcast against [b, p, d]: [d] / [p, d] for features, [] / [p] for the error
                 f = torch.where(keep_features[site], f, mean_f)
                 e = torch.where(keep_error[site].unsqueeze(-1), e, mean_e)  # type: ignore[index]
@@ -186,3 +186,8 @@ class SplicedModel:
         with torch.no_grad():
             return self.model.run_with_hooks(tokens, fwd_hooks=hooks)
 
+
+def mean_at(mean: Tensor, n_pos: int) -> Tensor:
+    """A site mean for a batch of ``n_pos`` positions: per-position means ``[P, d]`` are cut to
+    ``[n_pos, d]``; a single mean ``[d]`` serves every position."""
+    return mean if mean.ndim == 1 else mean[:n_pos]
