@@ -124,14 +124,16 @@ def verify(root: str | None, sample: int | None, fmt: str) -> None:
               help="Directory to write the zoo into (created; must be empty unless --overwrite).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Build seed; same seed ⇒ same weights.")
 @click.option("--quick", is_flag=True, help="Tiny sizes (seconds, for smoke tests); the bars will not hold.")
-@click.option("--model-steps", type=int, default=None, help="Model training steps (default 3000; quick 60).")
+@click.option("--model-steps", type=int, default=None, help="Model training steps (default 1500; quick 60).")
 @click.option("--dict-steps", type=int, default=None, help="Training steps per dictionary.")
-@click.option("--d-sae", type=int, default=None, help="Latents per dictionary (default 512).")
+@click.option("--d-sae", type=int, default=None, help="Latents per dictionary (default 256).")
 @click.option("--overwrite", is_flag=True, help="Replace the artefacts in a non-empty --out.")
+@click.option("--threads", type=int, default=None,
+              help="torch CPU threads (default: torch's choice); results can differ across thread counts.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Exit non-zero if the new card misses a bar (off with --quick).")
 def build(out: str, seed: int, quick: bool, model_steps: int | None, dict_steps: int | None,
-          d_sae: int | None, overwrite: bool, check: bool) -> None:
+          d_sae: int | None, overwrite: bool, threads: int | None, check: bool) -> None:
     """Rebuild the zoo from scratch: tokenizer, tasks, model, dictionaries, card (deterministic per seed)."""
     from dataclasses import replace
 
@@ -141,6 +143,10 @@ def build(out: str, seed: int, quick: bool, model_steps: int | None, dict_steps:
     from sfc_graph.zoo.build import BuildConfig, build as build_zoo
     from sfc_graph.zoo.card import failures
 
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
     config = BuildConfig.quick(seed) if quick else BuildConfig(seed=seed)
     if model_steps is not None:
         config = replace(config, model=replace(config.model, steps=model_steps))

@@ -45,7 +45,7 @@ class BuildConfig:
     n_test_pairs: int = 256
     n_train_pairs: int = 256
     n_dictionary_sentences: int = 8000
-    n_eval_sentences: int = 1000
+    n_eval_sentences: int = 2000
 
     @classmethod
     def quick(cls, seed: int = 0) -> BuildConfig:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from sfc_graph.errors import ZooError
 from sfc_graph.sites import all_sites, parse_site
 
 from .dictionaries import Dictionary, load_dictionary
@@ -131,7 +132,8 @@ def dictionary_metrics(model, tokens: torch.Tensor, mask: torch.Tensor, dictiona
         "fve": fve,
         "l0": l0,
         "dead_fraction": dead,
-        "loss_recovered": (ce_zero - ce_dict) / (ce_zero - ce_clean),
+        # a site whose ablation costs nothing has no loss to recover: NaN, which fails the bar
+        "loss_recovered": (ce_zero - ce_dict) / (ce_zero - ce_clean) if ce_zero > ce_clean else float("nan"),
         "ce_clean": ce_clean,
         "ce_dict": ce_dict,
         "ce_zero": ce_zero,
@@ -154,8 +156,8 @@ def evaluate_dictionaries(model, root: Path, sentences: list[str],
     for i, (name, directory) in enumerate(dirs.items()):
         dictionary, cfg = load_dictionary(directory)
         out_hook = cfg.get("hook_name_out", cfg["hook_name"])
-        if not name.startswith("transcoder"):
-            assert cfg["hook_name"] == parse_site(name).hook
+        if not name.startswith("transcoder") and cfg["hook_name"] != parse_site(name).hook:
+            raise ZooError(f"{directory}: hook_name {cfg['hook_name']!r} is not site {name}'s hook")
         metrics = dictionary_metrics(model, tokens, mask, dictionary, cfg["hook_name"], out_hook)
         results[name] = {"id": cfg["dictionary_id"], "kind": cfg["architecture"], "d_sae": cfg["d_sae"],
                          "hook_name": cfg["hook_name"], **({"hook_name_out": out_hook}
@@ -169,17 +171,17 @@ def evaluate_dictionaries(model, root: Path, sentences: list[str],
 
 def failures(card: dict) -> list[str]:
     """Every figure of ``card`` below its bar, as one sentence each (empty when all pass)."""
-    bad = []
+    bad = []  # written as `not (figure meets bar)` so that NaN figures fail
     for task in card["tasks"]:
-        if task["accuracy"] < BARS["task_accuracy"]:
+        if not task["accuracy"] >= BARS["task_accuracy"]:
             bad.append(f"task {task['task']}: accuracy {task['accuracy']:.3f} < {BARS['task_accuracy']}")
     for name, d in card["dictionaries"].items():
-        if d["fve"] < BARS["fve"]:
+        if not d["fve"] >= BARS["fve"]:
             bad.append(f"dictionary {name}: FVE {d['fve']:.3f} < {BARS['fve']}")
         if not BARS["l0_min"] <= d["l0"] <= BARS["l0_max"]:
             bad.append(f"dictionary {name}: mean L0 {d['l0']:.1f} outside [{BARS['l0_min']}, {BARS['l0_max']}]")
-        if d["dead_fraction"] > BARS["dead_fraction"]:
+        if not d["dead_fraction"] <= BARS["dead_fraction"]:
             bad.append(f"dictionary {name}: dead latents {d['dead_fraction']:.3f} > {BARS['dead_fraction']}")
-        if d["loss_recovered"] < BARS["loss_recovered"]:
+        if not d["loss_recovered"] >= BARS["loss_recovered"]:
             bad.append(f"dictionary {name}: loss recovered {d['loss_recovered']:.3f} < {BARS['loss_recovered']}")
     return bad

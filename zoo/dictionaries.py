@@ -6,7 +6,7 @@ targets rescaled to unit mean squared norm (so one set of hyper-parameters fits 
 scales back into the weights on saving; decoder rows are kept at unit norm, so the L1 penalty on ``f`` is
 the usual norm-weighted one. The L1 coefficient follows a controller that steers the batch L0 towards a
 target, then is frozen for the last part of training; latents that stop firing are resampled towards
-badly reconstructed inputs (Bricken et al. 2023) twice.
+badly reconstructed inputs (Bricken et al. 2023) at regular checks in the first 60% of training.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ CFG_FILE = "cfg.json"
 
 @dataclass(frozen=True)
 class DictConfig:
-    d_sae: int = 512
-    steps: int = 3000
-    batch_size: int = 1024
+    d_sae: int = 256
+    steps: int = 2500
+    batch_size: int = 256
     lr: float = 2e-3
-    target_l0: float = 12.0
+    target_l0: float = 24.0
     l1_init: float = 1e-3
     freeze_l1_at: float = 0.7  # fraction of steps after which the L1 coefficient stays fixed
-    resample_at: tuple[float, ...] = (0.2, 0.45)
+    resample_at: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 @dataclass
@@ -87,7 +87,7 @@ def train_dictionary(x: torch.Tensor, y: torch.Tensor | None, cfg: DictConfig, s
     }
     optimizer = torch.optim.Adam(params.values(), lr=cfg.lr)
     l1 = cfg.l1_init
-    fired = torch.zeros(cfg.d_sae, dtype=torch.bool)
+    fired = torch.zeros(cfg.d_sae, dtype=torch.long)
     resample_steps = {int(frac * cfg.steps) for frac in cfg.resample_at}
     n_resampled = 0
     l0_ema, fvu_ema = float(cfg.target_l0), 1.0
@@ -105,7 +105,7 @@ def train_dictionary(x: torch.Tensor, y: torch.Tensor | None, cfg: DictConfig, s
         with torch.no_grad():
             params["W_dec"] /= params["W_dec"].norm(dim=-1, keepdim=True).clamp_min(1e-8)
             active = f > 0
-            fired |= active.any(0)
+            fired += active.sum(0)
             l0 = active.sum(-1).float().mean().item()
             l0_ema = 0.9 * l0_ema + 0.1 * l0
             fvu_ema = 0.9 * fvu_ema + 0.1 * mse.item()
@@ -113,22 +113,39 @@ def train_dictionary(x: torch.Tensor, y: torch.Tensor | None, cfg: DictConfig, s
                 # multiplicative controller: more L1 when too dense, less when too sparse
                 l1 *= math.exp(0.02 * (l0_ema - cfg.target_l0) / cfg.target_l0)
             if step in resample_steps:
-                n_resampled += _resample_dead(params, ~fired, xs, ys, gen)
+                # dead or nearly so since the last check: fired on fewer than 3 of the window's inputs
+                n_resampled += _resample_dead(params, fired < 3, xs, ys, gen)
                 optimizer = torch.optim.Adam(params.values(), lr=cfg.lr)
-            if step in resample_steps or step % 500 == 0:
-                fired = torch.zeros(cfg.d_sae, dtype=torch.bool)
+                fired.zero_()
         if progress is not None:
             progress(step + 1, cfg.steps)
     with torch.no_grad():
+        W_dec, b_dec = _refit_decoder(params["W_enc"], params["b_enc"], xs, ys, gen)
         dictionary = Dictionary(
             W_enc=params["W_enc"].detach() / x_scale,
             b_enc=params["b_enc"].detach().clone(),
-            W_dec=params["W_dec"].detach() * y_scale,
-            b_dec=params["b_dec"].detach() * y_scale,
+            W_dec=W_dec * y_scale,
+            b_dec=b_dec * y_scale,
         )
     stats = {"l1_coefficient": l1, "train_l0": l0_ema, "train_fvu": fvu_ema, "resampled": n_resampled}
     log.info("dictionary trained: %s", stats)
     return dictionary, stats
+
+
+def _refit_decoder(W_enc: torch.Tensor, b_enc: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,
+                   gen: torch.Generator, max_rows: int = 50_000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares decoder for the trained encoder's codes: undoes the L1 penalty's shrinkage.
+
+    The codes (hence L0 and dead latents) stay as trained; only the linear read-out is refit, with a
+    small ridge so that rarely active latents keep finite rows.
+    """
+    idx = torch.randperm(xs.shape[0], generator=gen)[:max_rows]
+    f = torch.relu(xs[idx] @ W_enc + b_enc)
+    design = torch.cat([f, torch.ones(f.shape[0], 1)], dim=1)
+    gram = (design.T @ design).double()
+    gram += 1e-4 * torch.eye(gram.shape[0], dtype=gram.dtype) * gram.diagonal().mean()
+    solution = torch.linalg.solve(gram, (design.T @ ys[idx]).double()).float()
+    return solution[:-1].contiguous(), solution[-1].contiguous()
 
 
 def _resample_dead(params: dict[str, torch.Tensor], dead: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor,

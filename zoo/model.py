@@ -33,7 +33,7 @@ class ModelConfig:
     n_heads: int = 4
     d_mlp: int = 256
     n_ctx: int = 32
-    steps: int = 3000
+    steps: int = 1500
     batch_size: int = 128
     lr: float = 3e-3
     warmup: int = 100
