@@ -1,6 +1,7 @@
 """Benchmark of circuit discovery: time, peak memory, size and agreement of attrib / ig / exact.
 
-    .venv/bin/python benchmarks/bench_ingest.py [--task agreement_nounpp] [--n-examples 64] [--stand-in]
+    .venv/bin/python benchmarks/bench_ingest.py [--task agreement_nounpp] [--n-examples 64] [--threads 1]
+                                                [--stand-in | --zoo-dir DIR]
 
 On the toy zoo when its artefacts are installed; otherwise (or with ``--stand-in``) on a stated stand-in of the
 zoo's size: a random 3-layer HookedTransformer (d_model 128, d_mlp 512, 4 heads), random SAEs with 512
@@ -81,6 +82,14 @@ def _calibrate_sparsity(handle, dictionaries, task, *, firing_rate: float) -> No
         sae.b_enc = -torch.quantile(pre, 1 - firing_rate, dim=0)
 
 
+def use_zoo_dir(path: str | None) -> None:
+    """Point the zoo at another build (``sfc zoo build --out DIR``) for this process."""
+    if path:
+        from sfc_graph import zoo
+
+        zoo.zoo_dir = lambda: Path(path)
+
+
 def zoo_available() -> bool:
     try:
         from sfc_graph import zoo
@@ -140,21 +149,34 @@ def main() -> None:
     parser.add_argument("--n-examples", type=int, default=64)
     parser.add_argument("--stand-in", action="store_true", help="use the stand-in model even if the zoo exists")
     parser.add_argument("--methods", default="attrib,ig,exact")
+    parser.add_argument("--zoo-dir", help="a zoo built elsewhere (sfc zoo build --out DIR) instead of the shipped one")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--_one", help=argparse.SUPPRESS)
     parser.add_argument("--_out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    use_zoo_dir(args.zoo_dir)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     use_stand_in = args.stand_in or not zoo_available()
     if args._one:
         one_method(args._one, args.task, args.n_examples, use_stand_in, Path(args._out))
         return
-    print(f"model: {'stand-in (random 3x128, SAEs 512, generated agreement task)' if use_stand_in else 'toy zoo'}; "
-          f"task: {'stand-in-agreement' if use_stand_in else args.task}; {args.n_examples} examples; CPU")
+    import torch
+
+    where = "stand-in (random 3x128, SAEs 512, generated agreement task)" if use_stand_in else (
+        f"toy zoo ({args.zoo_dir or 'shipped'})")
+    print(f"model: {where}; task: {'stand-in-agreement' if use_stand_in else args.task}; "
+          f"{args.n_examples} examples; CPU, {args.threads or torch.get_num_threads()} thread(s)")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for method in args.methods.split(","):
             out = Path(tmp) / f"{method}.json"
             command = [sys.executable, __file__, "--_one", method, "--_out", str(out), "--task", args.task,
                        "--n-examples", str(args.n_examples)] + (["--stand-in"] if use_stand_in else [])
+            command += (["--zoo-dir", args.zoo_dir] if args.zoo_dir else []) + (
+                ["--threads", str(args.threads)] if args.threads else [])
             subprocess.run(command, check=True)
             results[method] = json.loads(out.read_text())
     print(f"{'method':<8}{'wall s':>9}{'peak RSS MiB':>14}{'nodes':>8}{'edges':>9}")
