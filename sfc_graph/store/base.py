@@ -144,16 +144,13 @@ class BaseStore:
         existing_statements = statements("existing-keys")
         assert len(existing_statements) == len(shared), "existing-keys.cypher out of step with the schema"
         nodes = dict(rows.nodes)
-        dictionaries = rows.nodes["Dictionary"]["id"].to_list()
         for label, cypher in zip(shared, existing_statements):
             frame = nodes[label.name]
             if frame.height == 0:
                 continue
-            keys = frame[label.key].to_list()
-            params = {"dictionaries": dictionaries} if "$dictionaries" in cypher else {"keys": keys}
-            have = self.run(cypher, params)
-            if have.height:
-                nodes[label.name] = frame.filter(~pl.col(label.key).is_in(have["key"].implode()))
+            have = self._existing_keys(label.name, cypher, frame[label.key], rows.nodes["Dictionary"]["id"])
+            if have.len():
+                nodes[label.name] = frame.filter(~pl.col(label.key).is_in(have.implode()))
         rels = {}
         for key, frame in rows.rels.items():
             owner = shared_rel_owner(key)
@@ -161,6 +158,18 @@ class BaseStore:
                 frame = frame.filter(pl.col("from").is_in(nodes[owner][LABELS[owner].key].implode()))
             rels[key] = frame
         return CircuitRows(rows.circuit_id, nodes, rels)
+
+    def _existing_keys(self, label: str, lookup: str, keys: pl.Series, dictionaries: pl.Series) -> pl.Series:
+        """Which of ``keys`` the store has: a key lookup each, or one scan when the store holds fewer."""
+        if label == "Feature":
+            scan, count = statements("features-of-dictionaries")
+            if int(self.run(count)["count"][0]) < keys.len():
+                return _key_column(self.run(scan, {"dictionaries": dictionaries.to_list()}))
+        return _key_column(self.run(lookup, {"keys": keys.to_list()}))
+
+
+def _key_column(found: pl.DataFrame) -> pl.Series:
+    return found["key"] if found.height else pl.Series("key", [], dtype=pl.String)
 
 
 def _typed(frame: pl.DataFrame, columns: dict[str, pl.DataType], extra: list[str] = ()) -> pl.DataFrame:
