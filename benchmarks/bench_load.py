@@ -70,11 +70,14 @@ def synthetic_bundle(out: Path, circuit_id: str, n_nodes: int, n_edges: int, *, 
 
 # --- measurements, each run in a child process (python bench_load.py --child KIND ARGS) -------------------
 def child_ours(store: str, *bundles: str) -> dict:
+    from sfc_graph.bundle import read_bundle, read_manifest
     from sfc_graph.store import open_store
 
     start = time.perf_counter()
     with open_store(store) as s:
-        results = [s.load(b) for b in bundles]
+        # What `sfc load B1 B2 ...` does: skip stored circuits by manifest, validate the rest, load them.
+        pending = [b for b in bundles if not s.has_circuit(read_manifest(b)["circuit_id"])]
+        results = s.load_many([read_bundle(b) for b in pending])
         features = int(s.stats().filter(pl.col("name") == "Feature")["count"][0])
     return {"seconds": time.perf_counter() - start, "loaded": sum(r.loaded for r in results), "features": features}
 

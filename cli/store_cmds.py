@@ -27,38 +27,43 @@ def load(bundles: tuple[str, ...], store: str, quiet: bool) -> None:
     manifests = {path: read_manifest(path) for path in bundles}
     with open_store(store) as circuit_store:
         present = {path for path, m in manifests.items() if circuit_store.has_circuit(m["circuit_id"])}
-        validated = {path: read_bundle(path) for path in bundles if path not in present}
-        for path in bundles:
-            if path in present:
-                if not quiet:
-                    click.echo(f"skipped {manifests[path]['circuit_id']}  (already in the store) from {path}")
-                continue
-            bundle = validated[path]
-            rows = bundle.nodes.height * 4 + bundle.edges.height
-            if quiet or rows < PROGRESS_MIN_ROWS:
-                result = circuit_store.load(bundle)
-            else:
-                result = _load_with_progress(circuit_store, bundle)
-            if quiet:
-                continue
-            if result.loaded:
-                click.echo(
-                    f"loaded  {result.circuit_id}  ({bundle.task}, {result.n_nodes:,} nodes, {result.n_edges:,} edges) "
-                    f"from {path}"
-                )
-            else:  # the same circuit twice on one command line
-                click.echo(f"skipped {result.circuit_id}  (already in the store) from {path}")
+        pending = [path for path in bundles if path not in present]
+        validated = [read_bundle(path) for path in pending]
+        total = sum(b.nodes.height * 4 + b.edges.height for b in validated)
+        if quiet or total < PROGRESS_MIN_ROWS:
+            results = circuit_store.load_many(validated)
+        else:
+            results = _load_with_progress(circuit_store, validated, total)
+    if quiet:
+        return
+    outcome = dict(zip(pending, results))
+    for path in bundles:
+        result = outcome.get(path)
+        if result is None or not result.loaded:  # stored before, or the same circuit twice on the line
+            click.echo(f"skipped {manifests[path]['circuit_id']}  (already in the store) from {path}")
+        else:
+            click.echo(f"loaded  {result.circuit_id}  ({manifests[path]['task']}, {result.n_nodes:,} nodes, "
+                       f"{result.n_edges:,} edges) from {path}")
 
 
-def _load_with_progress(circuit_store, bundle):
+def _load_with_progress(circuit_store, bundles, total_rows: int):
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
-        TextColumn("loading {task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
+        TextColumn("loading"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
         TimeElapsedColumn(), transient=True,
     ) as bar:
-        task = bar.add_task(bundle.circuit_id[:24], total=None)
-        return circuit_store.load(bundle, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        task = bar.add_task("load", total=total_rows)
+        written = 0
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=written + done)
+
+        results = []
+        for bundle in bundles:  # one circuit per transaction: the bar moves within each large one
+            results += circuit_store.load_many([bundle], progress=advance)
+            written += bundle.nodes.height * 4 + bundle.edges.height
+        return results
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

@@ -272,6 +272,19 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
     return CircuitRows(circuit_id=cid, nodes=node_tables, rels=rels)
 
 
+def merge_rows(parts: list[CircuitRows]) -> CircuitRows:
+    """Several circuits' rows as one set, each shared node (and its OF_MODEL/IN_DICTIONARY link) once."""
+    nodes = {}
+    for label in NODE_LABELS:
+        frame = pl.concat([part.nodes[label.name] for part in parts])
+        nodes[label.name] = frame.unique(label.key, keep="first", maintain_order=True) if label.shared else frame
+    rels = {}
+    for key in parts[0].rels:
+        frame = pl.concat([part.rels[key] for part in parts])
+        rels[key] = frame.unique(["from", "to"], maintain_order=True) if shared_rel_owner(key) else frame
+    return CircuitRows(",".join(part.circuit_id for part in parts), nodes, rels)
+
+
 def shared_rel_owner(rel_key: tuple[str, str, str]) -> str | None:
     """The shared label whose new nodes a relationship belongs to (written only for new nodes), if any."""
     name, src, _ = rel_key

@@ -195,3 +195,24 @@ def test_sigkill_in_the_middle_of_a_load(tmp_path):
         assert _canonical_edges(store.read_circuit("circuit-a").edges).equals(_canonical_edges(a.edges))
         assert store.load(tmp_path / "b").loaded
         assert _canonical_nodes(store.read_circuit("circuit-b").nodes).equals(_canonical_nodes(b.nodes))
+
+
+def test_load_many_groups_circuits_and_keeps_each_whole(store, tmp_path):
+    """Several circuits in one transaction: shared features once, every circuit round-trips, a circuit
+    listed twice or already stored is skipped, and results come back in input order."""
+    bundles = [
+        build_circuit(tmp_path / f"c{i}", f"circuit-{i}", task=f"t{i % 2}", seed=i, feature_pool=range(12))
+        for i in range(4)
+    ]
+    store.load(bundles[0])
+    results = store.load_many([bundles[1], bundles[0], bundles[2], bundles[1], bundles[3]], group_rows=400)
+    assert [(r.circuit_id, r.loaded) for r in results] == [
+        ("circuit-1", True), ("circuit-0", False), ("circuit-2", True), ("circuit-1", False), ("circuit-3", True)
+    ]
+    union = set().union(*(_identities(b) for b in bundles))
+    assert _count(store, "Feature") == len(union)
+    assert _count(store, "EDGE") == sum(b.edges.height for b in bundles)
+    for bundle in bundles:
+        back = store.read_circuit(bundle.circuit_id)
+        assert _canonical_nodes(back.nodes).equals(_canonical_nodes(bundle.nodes))
+        assert _canonical_edges(back.edges).equals(_canonical_edges(bundle.edges))
