@@ -12,13 +12,13 @@ Zipf-like popularity over the dictionary (so popular features are shared by many
 few), one error node per site and the output; its M edges are drawn without replacement among the pairs
 the model's wiring allows (resid_{l-1} -> attn_l, mlp_l, resid_l; attn_l -> mlp_l, resid_l; mlp_l -> resid_l;
 last resid -> output). Circuits are spread over ``--tasks`` tasks. Bundles are generated with numpy/polars,
-checked with ``validate_tables`` and loaded with ``store.load(Bundle(...))`` (no Parquet files).
+checked with ``validate_tables`` and loaded with ``store.load_many([Bundle(...), ...])`` (no Parquet files).
 
 The store is reopened every 50 loads: a LadybugDB ``Database`` object keeps ~70 MB per 10k-edge circuit
 loaded through it until it is closed (ladybug 0.22.0), and 1,000 of them do not fit in RAM otherwise.
-``--bulk`` builds with LadybugDB's automatic checkpoint switched off and a ``CHECKPOINT`` every 50 loads
-and at the end (reaching into the embedded store's connection: an experiment for the loader, not what
-``sfc load`` does). With ladybug 0.22.0 the checkpoint that follows every commit is most of a load's time.
+Circuits are loaded with ``store.load_many`` (as ``sfc load B1 B2 ...`` does), which writes many small
+circuits per transaction: with ladybug 0.22.0 the checkpoint that follows every commit is most of a small
+circuit's load time.
 
 Prints the build time (and what a load spends its time on), the store's size on disk, and the p50/p95/max
 warm latency of each named query over ``--repeats`` different parameter sets (each run once untimed first).
@@ -141,35 +141,32 @@ def build_store(path: Path, args) -> dict:
     profiler = cProfile.Profile() if args.profile_loads else None
     started = time.perf_counter()
     store = None
-    for i in range(args.circuits):
-        if i % REOPEN_EVERY == 0:
-            # A LadybugDB Database object holds on to ~70 MB per 10k-edge circuit loaded through it (released
-            # on close; ladybug 0.22.0): reopen the store every REOPEN_EVERY loads so that the build fits in RAM.
-            if store is not None:
-                store.close()
-            store = open_store(path)
-            if args.bulk:
-                store._conn.execute("CALL auto_checkpoint=false")
+    for first in range(0, args.circuits, REOPEN_EVERY):
+        # A LadybugDB Database object holds on to ~70 MB per 10k-edge circuit loaded through it (released
+        # on close; ladybug 0.22.0): reopen the store every REOPEN_EVERY loads so that the build fits in RAM.
+        if store is not None:
+            store.close()
+        store = open_store(path)
         t0 = time.perf_counter()
-        bundle = synthetic_bundle(rng, i, n_edges=args.edges, n_layers=args.layers, per_site=args.features_per_site,
-                                  d_dict=args.d_dict, popularity=popularity, n_tasks=args.tasks, model="bench")
+        batch = [
+            synthetic_bundle(rng, i, n_edges=args.edges, n_layers=args.layers, per_site=args.features_per_site,
+                             d_dict=args.d_dict, popularity=popularity, n_tasks=args.tasks, model="bench")
+            for i in range(first, min(first + REOPEN_EVERY, args.circuits))
+        ]
         t1 = time.perf_counter()
-        profile = profiler is not None and i >= args.circuits - args.profile_loads
+        profile = profiler is not None and first + REOPEN_EVERY >= args.circuits
         if profile:
             profiler.enable()
-        store.load(bundle)
+        store.load_many(batch)  # what `sfc load B1 B2 ...` does: circuits grouped into few transactions
         if profile:
             profiler.disable()
-        if args.bulk and ((i + 1) % REOPEN_EVERY == 0 or i + 1 == args.circuits):
-            store._conn.execute("CHECKPOINT")
         t2 = time.perf_counter()
         figures["generate_s"] += t1 - t0
         figures["load_s"] += t2 - t1
-        figures["loads"].append(t2 - t1)
-        if (i + 1) % max(1, args.circuits // 20) == 0 or i + 1 == args.circuits:
-            recent = figures["loads"][-max(1, args.circuits // 20):]
-            print(f"  loaded {i + 1:>5}/{args.circuits} circuits; {time.perf_counter() - started:7.1f} s; "
-                  f"last loads {statistics.mean(recent) * 1000:6.0f} ms each; RSS {rss_mib():,.0f} MiB", flush=True)
+        figures["loads"].append((t2 - t1) / len(batch))
+        done = first + len(batch)
+        print(f"  loaded {done:>5}/{args.circuits} circuits; {time.perf_counter() - started:7.1f} s; "
+              f"last loads {figures['loads'][-1] * 1000:6.0f} ms each; RSS {rss_mib():,.0f} MiB", flush=True)
     figures["stats"] = store.stats()
     store.close()
     figures["build_s"] = time.perf_counter() - started
@@ -263,8 +260,6 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=None, help="store directory (default: a temporary one)")
     parser.add_argument("--reuse", action="store_true", help="query an existing --store instead of building")
     parser.add_argument("--keep", action="store_true", help="keep the store after the run")
-    parser.add_argument("--bulk", action="store_true",
-                        help="build without automatic checkpoints (CHECKPOINT every 50 loads); see above")
     parser.add_argument("--profile-loads", type=int, default=0, metavar="K",
                         help="profile the last K loads and print where the time goes")
     args = parser.parse_args()
@@ -278,7 +273,7 @@ def main() -> None:
         if not args.reuse:
             if args.store.exists():
                 raise SystemExit(f"{args.store} exists; remove it, or pass --reuse to query it")
-            print(f"building {args.circuits} circuits x {args.edges} edges{' (bulk: no auto checkpoint)' if args.bulk else ''} ({args.layers} layers, "
+            print(f"building {args.circuits} circuits x {args.edges} edges ({args.layers} layers, "
                   f"{args.features_per_site} features per site, d_dict {args.d_dict}, zipf {args.zipf}) ...", flush=True)
             figures = build_store(args.store, args)
             stats = figures["stats"]
@@ -290,7 +285,7 @@ def main() -> None:
             print(f"graph: {counts['Circuit']} circuits, {counts['CircuitNode']:,} circuit nodes, "
                   f"{counts['Feature']:,} features, {counts['EDGE']:,} edges, {counts['CONTAINS']:,} CONTAINS")
             if "profile" in figures:
-                print(f"profile of the last {args.profile_loads} loads:\n{figures['profile']}")
+                print(f"profile of the last batch of loads:\n{figures['profile']}")
         print(f"store size on disk: {dir_size(args.store) / 2**20:,.0f} MiB ({args.store})")
         with open_store(args.store, read_only=True) as store:
             work = workloads(store, args)
