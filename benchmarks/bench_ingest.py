@@ -33,10 +33,9 @@ def stand_in(n_examples: int):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from test_ingest_helpers import build_dictionaries, build_tokenizer
-
     from sfc_graph.ingest.model import wrap
     from sfc_graph.ingest.tasks import Example, Task
+    from test_ingest_helpers import build_dictionaries, build_tokenizer
 
     tokenizer = build_tokenizer()
     cfg = HookedTransformerConfig(n_layers=3, d_model=128, d_head=32, n_heads=4, d_mlp=512, d_vocab=len(tokenizer),
@@ -65,7 +64,6 @@ def _calibrate_sparsity(handle, dictionaries, task, *, firing_rate: float) -> No
     """Set each random SAE's encoder bias so that a latent fires on about ``firing_rate`` of the task's tokens
     (L0 ≈ 15 of 512), as a trained SAE would; without it random codes are dense and exact patching explodes."""
     import torch
-
     from sfc_graph.ingest.tasks import tokenize_task
 
     tokenized = tokenize_task(task, handle)

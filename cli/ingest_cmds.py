@@ -4,11 +4,10 @@ of many circuits, sharded, and load them into a store (``run``)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import click
-
 from sfc_graph.cli.app import CONTEXT_SETTINGS
 from sfc_graph.cli.options import store_option
 
@@ -21,7 +20,13 @@ class RichProgress:
 
     @contextlib.contextmanager
     def step(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=self.console, transient=False) as bar:

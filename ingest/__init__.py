@@ -27,7 +27,8 @@ _EXPORTS = {
     "load_job": "job",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["Circuit", "CircuitSettings", "ModelHandle", "circuit_id", "compute_bundle", "compute_circuit",
+           "load_dictionary_set", "load_job", "load_model", "load_task", "run_job"]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,8 +15,8 @@ vectors of the edge computation. ``exact`` returns the clean gradients for that 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

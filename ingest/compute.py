@@ -21,9 +21,10 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterator, Protocol
+from typing import Any, Protocol
 
 import polars as pl
 import torch
@@ -35,8 +36,13 @@ from sfc_graph.sites import Site
 
 from .attribution import ABLATIONS, METHODS, batch_effects, patch_state
 from .dictionaries import DictionarySet, load_dictionary_set
-from .edges import EdgeBlock, KeptNodes, batch_edges, output_parents
-from .evaluation import DEFAULT_EVAL_THRESHOLDS, AggregatedEffects, dataset_means, evaluate
+from .edges import KeptNodes, batch_edges, output_parents
+from .evaluation import (
+    DEFAULT_EVAL_THRESHOLDS,
+    AggregatedEffects,
+    dataset_means,
+    evaluate,
+)
 from .metrics import METRICS
 from .model import ModelHandle, load_model
 from .splice import SplicedModel
@@ -95,7 +101,7 @@ class CircuitSettings:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CircuitSettings":
+    def from_dict(cls, data: dict[str, Any]) -> CircuitSettings:
         """Build from a mapping, refusing keys that are not settings (a typo would silently do nothing)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
@@ -121,7 +127,7 @@ class CircuitSettings:
 class Progress(Protocol):
     """Progress reporting; the CLI supplies a rich one. ``step`` yields an ``advance(n)`` callable."""
 
-    def step(self, description: str, total: int) -> ContextManager[Callable[[int], None]]: ...
+    def step(self, description: str, total: int) -> contextlib.AbstractContextManager[Callable[[int], None]]: ...
 
 
 class NoProgress:

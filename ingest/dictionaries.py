@@ -62,7 +62,7 @@ class Dictionary:
     def tensors(self) -> dict[str, Tensor]:
         return {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Dictionary":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Dictionary:
         for name, tensor in self.tensors().items():
             setattr(self, name, tensor.to(device=device, dtype=dtype or tensor.dtype))
         return self
@@ -209,7 +209,7 @@ class DictionarySet:
     def infos(self) -> dict[str, DictionaryInfo]:
         return {site.name: self.by_site[site].info for site in self.sites}
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "DictionarySet":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> DictionarySet:
         for entry in self.by_site.values():
             entry.dictionary.to(device, dtype)
         return self
@@ -381,8 +381,8 @@ ZOO_TRANSCODERS_SPEC = "toy-zoo-transcoders"  # the zoo's SAEs, with its transco
 def load_dictionary_set(specs: list[str] | tuple[str, ...], *, n_layers: int, d_model: int, model_id: str) -> DictionarySet:
     """Resolve ``--dict`` values: ``toy-zoo`` (or ``toy-zoo-transcoders``), a directory with one sub-directory per site
     (``embed``, ``attn_0``, ``mlp_0``, ``resid_0``, …), or ``SITE=PATH`` pairs (repeatable, mixable)."""
-    from sfc_graph.sites import all_sites, parse_site
     from sfc_graph.errors import SfcError
+    from sfc_graph.sites import all_sites, parse_site
 
     if not specs:
         raise DictionaryError("no dictionaries given; pass --dict toy-zoo (or toy-zoo-transcoders), a directory of per-site dictionaries, or SITE=PATH")

@@ -11,8 +11,8 @@ Weights are summed over examples here; the caller divides by the number of examp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -21,7 +21,6 @@ from sfc_graph.sites import Site
 
 from .attribution import PatchState
 from .splice import LeafRecord, Record, SplicedModel
-
 
 MAX_GRAD_ELEMENTS = 1 << 25
 
@@ -128,7 +127,7 @@ def batch_edges(
                 advance(1)
             continue
         values = _downstream_values(spliced, down, leaf, grads[down], kept[down])  # [b, p, k+1]
-        b, p, n_nodes = values.shape
+        b, p, _ = values.shape
         rows = _row_selectors(values, per_position)
         # bound the batched gradients ([rows, b, p, d_model] per upstream site) to ~2^25 elements
         step = max(1, min(chunk, MAX_GRAD_ELEMENTS // (b * p * spliced.handle.d_model)))

@@ -6,8 +6,8 @@ over the task's examples at the same position; ``completeness(C) = faithfulness(
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

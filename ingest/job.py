@@ -24,10 +24,12 @@ Shard ``i`` of ``n`` (from 1) takes circuits ``i, i+n, i+2n, …`` of the job's 
 from __future__ import annotations
 
 import logging
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+import tomllib
 
 from sfc_graph.bundle import MANIFEST, Bundle, read_bundle
 from sfc_graph.errors import BundleError, ComputeError
@@ -243,4 +245,4 @@ def _open(spec: str | None):
     return open_store(spec)
 
 
-__all__ = ["Job", "CircuitSpec", "JobResult", "load_job", "parse_shard", "run_job", "shard_of"]
+__all__ = ["CircuitSpec", "Job", "JobResult", "load_job", "parse_shard", "run_job", "shard_of"]

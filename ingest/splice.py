@@ -9,8 +9,8 @@ change some nodes (ablation, evaluation) run the real splice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor

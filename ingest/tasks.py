@@ -53,7 +53,7 @@ class Task:
     def has_counterfactuals(self) -> bool:
         return self.examples[0].patch is not None
 
-    def head(self, n: int | None) -> "Task":
+    def head(self, n: int | None) -> Task:
         return self if n is None else Task(self.name, self.examples[:n], self.source)
 
     def sha256(self) -> str:

@@ -9,13 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
-from sfc_graph.bundle import read_bundle
 from sfc_graph.cli.app import main
 from sfc_graph.ingest.dictionaries import Dictionary, load_dictionary
-from sfc_graph.sites import all_sites, parse_site
+from test_ingest_helpers import (
+    build_dictionary,
+    build_model,
+    write_saelens_dir,
+    write_task,
+)
 
-from test_ingest_helpers import build_dictionary, build_model, write_saelens_dir, write_task
+from sfc_graph.bundle import read_bundle
+from sfc_graph.sites import all_sites, parse_site
 
 FAST = ["--ig-steps", "2", "--eval-thresholds", "0.1", "--node-threshold", "0.05", "-q"]
 
@@ -218,7 +222,6 @@ def test_dictionary_formats_load_and_agree(tmp_path):
 def test_tasks_without_counterfactuals_use_neg_log_prob_and_ablation(tmp_path, ablation):
     from sfc_graph.ingest.compute import CircuitSettings, compute_circuit
     from sfc_graph.ingest.tasks import load_task
-
     from test_ingest_helpers import build_dictionaries
 
     handle = build_model()

@@ -10,9 +10,14 @@ import json
 from pathlib import Path
 
 import torch
-
-from sfc_graph.ingest.dictionaries import Dictionary, DictionaryInfo, DictionarySet, LoadedDictionary
+from sfc_graph.ingest.dictionaries import (
+    Dictionary,
+    DictionaryInfo,
+    DictionarySet,
+    LoadedDictionary,
+)
 from sfc_graph.ingest.model import ModelHandle, wrap
+
 from sfc_graph.sites import all_sites
 
 WORDS = [

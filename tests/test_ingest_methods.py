@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from sfc_graph.ingest.attribution import batch_effects
 from sfc_graph.ingest.edges import KeptNodes, batch_edges
 from sfc_graph.ingest.metrics import logit_diff
 from sfc_graph.ingest.splice import SplicedModel
-from sfc_graph.ingest.tasks import Task, Example, tokenize_task
-from sfc_graph.sites import parse_site
-
+from sfc_graph.ingest.tasks import Example, Task, tokenize_task
 from test_ingest_helpers import AGREEMENT, build_dictionaries, build_model
+
+from sfc_graph.sites import parse_site
 
 F64 = torch.float64
 
