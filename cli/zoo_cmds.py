@@ -128,12 +128,12 @@ def verify(root: str | None, sample: int | None, fmt: str) -> None:
 @click.option("--dict-steps", type=int, default=None, help="Training steps per dictionary.")
 @click.option("--d-sae", type=int, default=None, help="Latents per dictionary (default 256).")
 @click.option("--overwrite", is_flag=True, help="Replace the artefacts in a non-empty --out.")
-@click.option("--threads", type=int, default=None,
-              help="torch CPU threads (default: torch's choice); results can differ across thread counts.")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="torch CPU threads; the weights can differ in the last bits across thread counts.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Exit non-zero if the new card misses a bar (off with --quick).")
 def build(out: str, seed: int, quick: bool, model_steps: int | None, dict_steps: int | None,
-          d_sae: int | None, overwrite: bool, threads: int | None, check: bool) -> None:
+          d_sae: int | None, overwrite: bool, threads: int, check: bool) -> None:
     """Rebuild the zoo from scratch: tokenizer, tasks, model, dictionaries, card (deterministic per seed)."""
     from dataclasses import replace
 
@@ -143,11 +143,8 @@ def build(out: str, seed: int, quick: bool, model_steps: int | None, dict_steps:
     from sfc_graph.zoo.build import BuildConfig, build as build_zoo
     from sfc_graph.zoo.card import failures
 
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
     config = BuildConfig.quick(seed) if quick else BuildConfig(seed=seed)
+    config = replace(config, threads=threads)
     if model_steps is not None:
         config = replace(config, model=replace(config.model, steps=model_steps))
     if dict_steps is not None or d_sae is not None:

@@ -226,7 +226,7 @@ def _dictionary_figures(model, held_out_batch, directory):
         return torch.relu(x @ w["W_enc"] + w["b_enc"])
 
     with torch.no_grad():
-        clean_logits, cache = model.run_with_cache(tokens)
+        clean_logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in (hook_in, hook_out))
         x, y = cache[hook_in], cache[hook_out]
         f = encode(x)
         y_hat = f @ w["W_dec"] + w["b_dec"]

@@ -17,6 +17,7 @@ Importing this module does not import torch; the loaders do.
 from __future__ import annotations
 
 import json
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,11 +78,14 @@ def load_model(device: str = "cpu", root: str | Path | None = None) -> HookedTra
 
     root = _root(root)
     cfg = HookedTransformerConfig(**{**_model_config(root), "device": device})
-    with torch.random.fork_rng(devices=[]):  # initialisation draws from the global RNG; leave it be
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # initialisation draws from the global RNG: fork it. HookedTransformer's deprecation notice is
+        # known and chosen (DESIGN.md §8: transformer-lens 3.9 pinned).
+        warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
         model = HookedTransformer(cfg, tokenizer=load_tokenizer(root), move_to_device=False)
     state = load_file(str(root / "model" / "model.safetensors"))
     model.load_state_dict(state, strict=True)
-    return model.to(device).eval()
+    return model.to(device, print_details=False).eval()
 
 
 def site_names(root: str | Path | None = None) -> list[str]:

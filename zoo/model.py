@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -80,7 +81,8 @@ def config_to_dict(hooked_cfg) -> dict:
 def new_model(cfg: ModelConfig, d_vocab: int, seed: int, tokenizer=None):
     from transformer_lens import HookedTransformer
 
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
         torch.manual_seed(seed)
         model = HookedTransformer(hooked_config(cfg, d_vocab), tokenizer=tokenizer, move_to_device=False)
     return model
