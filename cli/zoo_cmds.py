@@ -45,8 +45,9 @@ def _card_tables(card: dict, console) -> None:
         console.print(f"trained {training['steps']} steps × {training['batch_size']} sentences "
                       f"({training['sentences_seen']:,} sentences), final loss {training['final_loss']:.3f}")
     tasks = Table(title=f"tasks (held-out test pairs; bar: accuracy ≥ {BARS['task_accuracy']})")
-    for col in ("task", "pairs", "accuracy", "mean logit diff"):
-        tasks.add_column(col, justify="left" if col == "task" else "right")
+    tasks.add_column("task", no_wrap=True)
+    for col in ("pairs", "accuracy", "mean logit diff"):
+        tasks.add_column(col, justify="right")
     for t in card["tasks"]:
         ok = t["accuracy"] >= BARS["task_accuracy"]
         tasks.add_row(t["task"], str(t["n_pairs"]), _mark(f"{t['accuracy']:.3f}", ok), f"{t['mean_logit_diff']:.2f}")
@@ -54,8 +55,9 @@ def _card_tables(card: dict, console) -> None:
     dicts = Table(title=(f"dictionaries (held-out text; bars: FVE ≥ {BARS['fve']}, L0 in [{BARS['l0_min']:g}, "
                          f"{BARS['l0_max']:g}], dead ≤ {BARS['dead_fraction']}, loss recovered ≥ "
                          f"{BARS['loss_recovered']})"))
-    for col in ("dictionary", "kind", "d_sae", "FVE", "L0", "dead", "loss recovered"):
-        dicts.add_column(col, justify="left" if col in ("dictionary", "kind") else "right")
+    dicts.add_column("dictionary", no_wrap=True)
+    for col in ("kind", "d_sae", "FVE", "L0", "dead", "loss recovered"):
+        dicts.add_column(col, justify="left" if col == "kind" else "right")
     for name, d in card["dictionaries"].items():
         dicts.add_row(
             name, d["kind"], str(d["d_sae"]),

@@ -183,8 +183,11 @@ def test_model_meets_accuracy_bar_on_sample(model, task_pairs, task):
 
 
 def test_model_is_not_trivially_biased(model, task_pairs):
-    """The patch prompt must flip the preference: the model reads the prompt, not a favourite answer."""
-    for task in TASKS:
+    """The patch prompt must flip the preference: the model reads the prompt, not a favourite answer.
+
+    Not for greater_than: after the start year 01 both answers are valid years, so neither is preferred.
+    """
+    for task in [t for t in TASKS if t != "greater_than"]:
         pairs = task_pairs[(task, "test")][:40]
         flipped = [{"clean": p["patch"], "clean_answer": p["patch_answer"], "patch_answer": p["clean_answer"]}
                    for p in pairs]
