@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import click
-
 from sfc_graph.cli.app import CONTEXT_SETTINGS
+
 from sfc_graph.errors import ZooError
 
 
@@ -33,7 +33,6 @@ dir_option = click.option(
 
 def _card_tables(card: dict, console) -> None:
     from rich.table import Table
-
     from sfc_graph.zoo.card import BARS
 
     arch = card["architecture"]
@@ -99,10 +98,10 @@ def info(root: str | None, fmt: str) -> None:
 def verify(root: str | None, sample: int | None, fmt: str) -> None:
     """Recompute the card on the zoo's weights and fail if any figure falls below its bar."""
     from rich.console import Console
-
-    from sfc_graph import zoo as zoo_lib
     from sfc_graph.zoo.build import compute_card
     from sfc_graph.zoo.card import failures
+
+    from sfc_graph import zoo as zoo_lib
 
     path = _zoo_root(root)
     console = Console(stderr=fmt == "json")
@@ -140,9 +139,16 @@ def build(out: str, seed: int, quick: bool, model_steps: int | None, dict_steps:
     from dataclasses import replace
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from sfc_graph.zoo.build import BuildConfig, build as build_zoo
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from sfc_graph.zoo.build import BuildConfig
+    from sfc_graph.zoo.build import build as build_zoo
     from sfc_graph.zoo.card import failures
 
     config = BuildConfig.quick(seed) if quick else BuildConfig(seed=seed)

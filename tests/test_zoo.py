@@ -12,10 +12,10 @@ import random
 import re
 
 import pytest
+from sfc_graph.zoo.grammar import TASKS, Grammar, vocabulary
 
 from sfc_graph import zoo
 from sfc_graph.errors import ZooError
-from sfc_graph.zoo.grammar import TASKS, Grammar, vocabulary
 
 torch = pytest.importorskip("torch")
 
@@ -279,7 +279,6 @@ def test_saes_splice_exactly_with_their_error(model, held_out_batch):
 @pytest.mark.slow
 def test_full_card_verification_passes():
     from click.testing import CliRunner
-
     from sfc_graph.cli.app import main
 
     result = CliRunner().invoke(main, ["zoo", "verify"])
@@ -290,7 +289,6 @@ def test_full_card_verification_passes():
 
 def test_cli_info_prints_the_card():
     from click.testing import CliRunner
-
     from sfc_graph.cli.app import main
 
     runner = CliRunner()
@@ -309,7 +307,6 @@ def test_cli_verify_fails_loudly_on_a_broken_zoo(tmp_path):
 
     from click.testing import CliRunner
     from safetensors.torch import load_file, save_file
-
     from sfc_graph.cli.app import main
 
     broken = tmp_path / "zoo"

@@ -10,16 +10,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from sfc_graph import zoo  # noqa: E402
-from sfc_graph.errors import ZooError  # noqa: E402
-from sfc_graph.zoo.build import BuildConfig  # noqa: E402
-from sfc_graph.zoo.grammar import TASKS, Grammar  # noqa: E402
+from sfc_graph.zoo.build import BuildConfig
+from sfc_graph.zoo.grammar import TASKS, Grammar
+
+from sfc_graph import zoo
+from sfc_graph.errors import ZooError
 
 
 @pytest.fixture(scope="module")
 def mini_zoo(tmp_path_factory):
     from click.testing import CliRunner
-
     from sfc_graph.cli.app import main
 
     out = tmp_path_factory.mktemp("zoo") / "mini"
@@ -68,7 +68,6 @@ def test_mini_build_artefacts_load(mini_zoo):
 
 def test_mini_build_cli_info_reads_it(mini_zoo):
     from click.testing import CliRunner
-
     from sfc_graph.cli.app import main
 
     result = CliRunner().invoke(main, ["zoo", "info", "--dir", str(mini_zoo)])

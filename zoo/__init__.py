@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sfc_graph.errors import ZooError
+from sfc_graph.errors import SfcError, ZooError
 from sfc_graph.sites import all_sites, parse_site
 
 from .grammar import TASKS
@@ -36,8 +36,16 @@ TASK_NAMES = TASKS
 SPLITS = ("test", "train")
 
 __all__ = [
-    "ZOO_NAME", "zoo_dir", "load_tokenizer", "load_model", "dictionary_path", "transcoder_path",
-    "task_names", "task_path", "load_card", "site_names",
+    "ZOO_NAME",
+    "dictionary_path",
+    "load_card",
+    "load_model",
+    "load_tokenizer",
+    "site_names",
+    "task_names",
+    "task_path",
+    "transcoder_path",
+    "zoo_dir",
 ]
 
 
@@ -98,7 +106,7 @@ def dictionary_path(site: str, root: str | Path | None = None) -> Path:
     root = _root(root)
     try:
         name = parse_site(site).name
-    except Exception:
+    except SfcError:
         name = None
     path = root / "dictionaries" / (name or site)
     if name is None or name == "output" or not (path / "cfg.json").is_file():
