@@ -103,7 +103,7 @@ Where to look:
   diagrams    {diagrams[0].parent}/  ({', '.join(d.name for d in diagrams[:3])}{', ...' if len(diagrams) > 3 else ''})
   bundles     {bundles_dir}/  (the circuits as Parquet + manifest; the store can be rebuilt from them)
 
-What to try next:
+What to try next (`source .venv/bin/activate` puts `sfc` on your PATH):
   sfc circuits --store {store}
   sfc query --list
   sfc query top-nodes -p circuit {first} -p k 10 --store {store}
