@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 from sfc_graph.cli.app import main
 from sfc_graph.ingest.dictionaries import Dictionary, load_dictionary
+from test_ingest_helpers import one_thread  # noqa: F401 (autouse fixture)
 from test_ingest_helpers import (
     build_dictionary,
     build_model,
@@ -22,15 +23,6 @@ from sfc_graph.bundle import read_bundle
 from sfc_graph.sites import all_sites, parse_site
 
 FAST = ["--ig-steps", "2", "--eval-thresholds", "0.1", "--node-threshold", "0.05", "-q"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and far faster on a busy machine); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

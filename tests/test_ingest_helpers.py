@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from sfc_graph.ingest.dictionaries import (
     Dictionary,
@@ -122,3 +123,12 @@ def write_task(path: Path, rows=AGREEMENT, *, counterfactual: bool = True) -> Pa
         lines.append(json.dumps(row))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster on a busy machine); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,20 +10,11 @@ from sfc_graph.ingest.edges import KeptNodes, batch_edges
 from sfc_graph.ingest.metrics import logit_diff
 from sfc_graph.ingest.splice import SplicedModel
 from sfc_graph.ingest.tasks import Example, Task, tokenize_task
-from test_ingest_helpers import AGREEMENT, build_dictionaries, build_model
+from test_ingest_helpers import AGREEMENT, build_dictionaries, build_model, one_thread  # noqa: F401 (autouse)
 
 from sfc_graph.sites import parse_site
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread (and far faster on a busy machine); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _task() -> Task:
