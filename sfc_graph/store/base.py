@@ -74,14 +74,8 @@ class BaseStore:
                 log.info("circuit %s already in the store; skipped", circuit_id)
                 return LoadResult(circuit_id, loaded=False, source=str(bundle))
             bundle = read_bundle(bundle)
-        source = str(bundle.path) if bundle.path else None
-        if self.has_circuit(bundle.circuit_id):
-            log.info("circuit %s already in the store; skipped", bundle.circuit_id)
-            return LoadResult(bundle.circuit_id, loaded=False, source=source)
-        rows = self._only_new_shared_nodes(circuit_rows(bundle))
-        self._write_rows(rows, progress)
-        log.info("loaded circuit %s (%d nodes, %d edges)", bundle.circuit_id, bundle.nodes.height, bundle.edges.height)
-        return LoadResult(bundle.circuit_id, True, bundle.nodes.height, bundle.edges.height, source)
+        (result,) = self.load_many([bundle], progress=progress)
+        return result
 
     def load_many(
         self, bundles: Iterable[Bundle], *, group_rows: int = GROUP_ROWS, progress: Progress | None = None
@@ -100,10 +94,12 @@ class BaseStore:
                 self._write_rows(self._only_new_shared_nodes(rows), progress)
                 for i, b in group.items():
                     results[i] = LoadResult(b.circuit_id, True, b.nodes.height, b.edges.height, _source(b))
+                    log.info("loaded circuit %s (%d nodes, %d edges)", b.circuit_id, b.nodes.height, b.edges.height)
                 group.clear()
 
         for i, bundle in enumerate(bundles):
             if bundle.circuit_id in pending or self.has_circuit(bundle.circuit_id):
+                log.info("circuit %s already in the store; skipped", bundle.circuit_id)
                 results[i] = LoadResult(bundle.circuit_id, False, source=_source(bundle))
                 continue
             pending.add(bundle.circuit_id)
