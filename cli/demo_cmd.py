@@ -32,7 +32,7 @@ def demo(store: str, out_dir: Path, method: str, n_examples: int, tasks: tuple[s
     from rich.console import Console
 
     from sfc_graph import zoo
-    from sfc_graph.cli.ingest_cmds import RichProgress
+    from sfc_graph.cli.progress import progress_for
     from sfc_graph.cli.output import emit
     from sfc_graph.errors import SfcError
     from sfc_graph.ingest import CircuitSettings, circuit_id, compute_circuit, load_dictionary_set, load_model, load_task
@@ -40,7 +40,7 @@ def demo(store: str, out_dir: Path, method: str, n_examples: int, tasks: tuple[s
     from sfc_graph.store import open_store
 
     console = Console(stderr=True, quiet=quiet)
-    progress = None if quiet else RichProgress(console)
+    progress = progress_for(quiet)
     started = time.perf_counter()
     task_names = list(tasks) or zoo.task_names()
     unknown = sorted(set(task_names) - set(zoo.task_names()))

@@ -3,43 +3,12 @@ of many circuits, sharded, and load them into a store (``run``)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 from sfc_graph.cli.app import CONTEXT_SETTINGS
 from sfc_graph.cli.options import store_option
-
-
-class RichProgress:
-    """A rich progress bar per step of the computation (the library only calls ``step``)."""
-
-    def __init__(self, console) -> None:
-        self.console = console
-
-    @contextlib.contextmanager
-    def step(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        columns = (TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=self.console, transient=False) as bar:
-            task = bar.add_task(description, total=total)
-            yield lambda n=1: bar.advance(task, n)
-
-
-def _progress(quiet: bool):
-    if quiet:
-        return None
-    from rich.console import Console
-
-    return RichProgress(Console(stderr=True))
+from sfc_graph.cli.progress import progress_for
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -95,7 +64,7 @@ def compute(model_spec, dict_specs, task_spec, method, ig_steps, node_threshold,
     )
     bundle = compute_bundle(
         model=model_spec, dictionaries=list(dict_specs), task=task_spec, out=out, settings=settings,
-        device=device, overwrite=overwrite, progress=_progress(quiet),
+        device=device, overwrite=overwrite, progress=progress_for(quiet),
     )
     if quiet:
         click.echo(str(out))
@@ -135,7 +104,7 @@ def run(job_file, shard, store, no_load, device, threads, quiet) -> None:
     source = click.get_current_context().get_parameter_source("store")
     if source == click.core.ParameterSource.DEFAULT and job.store:
         store = job.store  # the job's own store wins over the default, not over an explicit --store
-    reporter = _progress(quiet)
+    reporter = progress_for(quiet)
 
     def report(line: str) -> None:
         click.echo(line)
