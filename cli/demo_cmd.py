@@ -66,8 +66,10 @@ def demo(store: str, out_dir: Path, method: str, n_examples: int, tasks: tuple[s
             circuit = compute_circuit(handle, dictionaries, task, settings, progress=progress)
             bundle = circuit.write(bundles_dir / name, overwrite=True)
             result = circuit_store.load(bundle)
-            best = max(circuit.evaluation, key=lambda e: e["node_threshold"], default=None) if circuit.evaluation else None
-            faith = f", faithfulness {best['faithfulness']:.2f} at |IE| >= {best['node_threshold']:g}" if best else ""
+            # Report faithfulness at the circuit's own node threshold (the evaluation point nearest to it).
+            point = min(circuit.evaluation, key=lambda e: abs(e["node_threshold"] - settings.node_threshold),
+                        default=None)
+            faith = f", faithfulness {point['faithfulness']:.2f} at |IE| >= {point['node_threshold']:g}" if point else ""
             console.print(f"{name}: {bundle.nodes.height:,} nodes, {bundle.edges.height:,} edges{faith} "
                           f"({time.perf_counter() - t0:.0f} s) -> loaded {result.circuit_id}")
 
