@@ -10,14 +10,15 @@ kind           bundle ``node_id``  columns ``site`` / ``layer`` /     shared ide
 feature        ``resid_3/1234``    site kind, layer, latent index     ``<dictionary id>/<index>``
 error          ``attn_2/err``      site kind, layer, null             ``<dictionary id>/err``
 output         ``output``          ``output``, -1, null               ``<model>/output``
-head           ``head_2/5``        ``attn``, layer, head index        ``<model>/head_2/5``
+head           ``attn_2/h5``       ``attn``, layer, head index        ``<model>/attn_2/h5``
 token          ``token/17``        ``embed``, -1, vocabulary index    ``<model>/token/17``
 =============  ==================  =================================  =====================================
 
 A *site name* is ``embed`` or ``<kind>_<layer>`` with kind in ``attn``, ``mlp``, ``resid``. For features and
 errors the part of the node id before ``/`` (its *prefix*) is the site name, which keys the bundle manifest's
-``dictionaries``; heads and tokens belong to the model, not to a dictionary, so their prefix (``head_L``,
-``token``) names no dictionary and their identity is scoped by the model.
+``dictionaries``. Heads and tokens belong to the model, not to a dictionary: a head's prefix is its site
+(``attn_L``) but names no dictionary entry, ``token`` names none either, and their identity is scoped by the
+model.
 
 A node *instance* of one circuit is ``(node_id, position)``; position -1 means "aggregated over positions".
 Results and exported graphs name an instance ``node_id@position`` when the position is kept (>= 0) and
@@ -124,7 +125,8 @@ NODE_KINDS: dict[str, NodeKind] = {
 
 OUTPUT_ID = "output"
 ERROR_SUFFIX = "err"
-HEAD_PREFIX = "head"
+HEAD_SUFFIX_PREFIX = "h"
+HEAD_SITE = "attn"
 TOKEN_PREFIX = "token"
 
 
@@ -154,9 +156,9 @@ def head_id(layer: int, head: int) -> str:
     """Id of attention head ``head`` of layer ``layer``.
 
     >>> head_id(2, 5)
-    'head_2/5'
+    'attn_2/h5'
     """
-    return f"{HEAD_PREFIX}_{int(layer)}/{int(head)}"
+    return f"{site_name(HEAD_SITE, layer)}/{HEAD_SUFFIX_PREFIX}{int(head)}"
 
 
 def token_id(token: int) -> str:
@@ -190,26 +192,26 @@ def node_id_expr(kind: pl.Expr, site: pl.Expr, layer: pl.Expr, index: pl.Expr) -
         pl.when(kind == FEATURE).then(name + "/" + index.cast(pl.String))
         .when(kind == ERROR).then(name + f"/{ERROR_SUFFIX}")
         .when(kind == OUTPUT).then(pl.lit(OUTPUT_ID))
-        .when(kind == HEAD).then(pl.lit(f"{HEAD_PREFIX}_") + layer.cast(pl.String) + "/" + index.cast(pl.String))
+        .when(kind == HEAD).then(name + f"/{HEAD_SUFFIX_PREFIX}" + index.cast(pl.String))
         .when(kind == TOKEN).then(pl.lit(f"{TOKEN_PREFIX}/") + index.cast(pl.String))
         .otherwise(None)
     )
 
 
-_HEAD_RE = re.compile(rf"^{HEAD_PREFIX}_(\d+)/(\d+)$")
+_HEAD_RE = re.compile(rf"^{HEAD_SITE}_(\d+)/{HEAD_SUFFIX_PREFIX}(\d+)$")
 _TOKEN_RE = re.compile(rf"^{TOKEN_PREFIX}/(\d+)$")
 
 
 def parse_node_id(node: str) -> NodeName:
     """Take a node id apart into the bundle's kind/site/layer/index columns (the inverse of :func:`node_id`).
 
-    >>> parse_node_id("resid_3/1234"), parse_node_id("head_1/0")
+    >>> parse_node_id("resid_3/1234"), parse_node_id("attn_1/h0")
     (NodeName(kind='feature', site='resid', layer=3, index=1234), NodeName(kind='head', site='attn', layer=1, index=0))
     """
     if node == OUTPUT_ID:
         return NodeName(OUTPUT, "output", -1, None)
     if match := _HEAD_RE.match(node):
-        return NodeName(HEAD, "attn", int(match.group(1)), int(match.group(2)))
+        return NodeName(HEAD, HEAD_SITE, int(match.group(1)), int(match.group(2)))
     if match := _TOKEN_RE.match(node):
         return NodeName(TOKEN, "embed", -1, int(match.group(1)))
     prefix, sep, suffix = node.partition("/")
@@ -220,7 +222,7 @@ def parse_node_id(node: str) -> NodeName:
         if suffix.isdigit():
             return NodeName(FEATURE, kind, layer, int(suffix))
     raise SfcError(
-        f"{node!r} is not a node id; expected <site>/<index>, <site>/err, output, head_L/H or token/T"
+        f"{node!r} is not a node id; expected <site>/<index>, <site>/err, output, attn_L/hH (a head) or token/T"
     )
 
 
@@ -259,8 +261,8 @@ def output_identity(model: str) -> str:
 def model_node_identity(model: str, node: str) -> str:
     """The graph identity of a node owned by the model rather than a dictionary (heads, tokens).
 
-    >>> model_node_identity("toy-zoo-v1", "head_2/5")
-    'toy-zoo-v1/head_2/5'
+    >>> model_node_identity("toy-zoo-v1", "attn_2/h5")
+    'toy-zoo-v1/attn_2/h5'
     """
     return f"{model}/{node}"
 

@@ -15,7 +15,7 @@ CASES = [
     (("error", "attn", 2, None), "attn_2/err"),
     (("error", "embed", -1, None), "embed/err"),
     (("output", "output", -1, None), "output"),
-    (("head", "attn", 1, 7), "head_1/7"),
+    (("head", "attn", 1, 7), "attn_1/h7"),
     (("token", "embed", -1, 42), "token/42"),
 ]
 
@@ -53,13 +53,13 @@ def test_identities():
     ).to_series().to_list()
     assert got == [
         "m/resid_3/sae/1234", "m/embed/sae/0", "m/attn_2/sae/err", "m/embed/sae/err", "m/output",
-        "m/head_1/7", "m/token/42",
+        "m/attn_1/h7", "m/token/42",
     ]
     assert got[0] == naming.feature_identity("m/resid_3/sae", 1234)
     assert got[2] == naming.error_identity("m/attn_2/sae")
 
 
-@pytest.mark.parametrize("bad", ["resid/3", "resid_3/x", "output/1", "head_1", "", "attn_2/", "mlp_0/-1"])
+@pytest.mark.parametrize("bad", ["resid/3", "resid_3/x", "output/1", "head_1", "attn_1/h", "attn_1/hx", "", "attn_2/", "mlp_0/-1"])
 def test_bad_node_ids_are_refused(bad):
     with pytest.raises(SfcError, match="not a node id"):
         naming.parse_node_id(bad)
