@@ -30,6 +30,7 @@ COMMANDS = {
     "compare": "report_cmds:compare",
     "viz": "report_cmds:viz",
     "demo": "demo_cmd:demo",
+    "weights": "weights_cmds:weights",
 }
 
 
