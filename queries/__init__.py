@@ -55,6 +55,7 @@ from typing import Any
 
 import polars as pl
 
+from ..bundle import NODE_KINDS  # the kinds a `kind` parameter accepts: those a bundle may hold
 from ..errors import CircuitNotFound, QueryError
 
 PARAM_TYPES = ("str", "int", "float", "bool", "list[str]", "circuit", "list[circuit]", "list[task]", "feature",
@@ -68,7 +69,6 @@ COLUMN_TYPES: dict[str, pl.DataType] = {
     "list[float]": pl.List(pl.Float64),
     "list[int]": pl.List(pl.Int64),
 }
-NODE_KINDS = ("feature", "error", "output")
 _STRING_TYPES = ("str", "circuit", "feature", "kind", "node")
 _LIST_TYPES = ("list[str]", "list[circuit]", "list[task]")
 

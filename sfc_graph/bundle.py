@@ -12,8 +12,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,8 @@ from typing import Any
 import polars as pl
 
 from .errors import BundleError
+from .safe_write import check_destination, non_finite_fields, staged_directory, strict_json, strict_loads
+from .head_ids import HEAD_KIND, HEAD_SITE
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -43,7 +43,7 @@ EDGE_COLUMNS: dict[str, pl.DataType] = {
     "dst_position": pl.Int64,
     "weight": pl.Float64,
 }
-NODE_KINDS = ("feature", "error", "output")
+NODE_KINDS = ("feature", "error", "output", HEAD_KIND)  # head: an attention head (sfc_graph.head_ids)
 NODE_SITES = ("embed", "attn", "mlp", "resid", "output")
 REQUIRED_MANIFEST_FIELDS = ("schema_version", "circuit_id", "task", "model", "dictionaries", "method", "files")
 OUTPUT_NODE = "output"
@@ -94,8 +94,8 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not manifest_path.is_file():
         raise BundleError(f"{manifest_path}: missing; every bundle needs a manifest")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = strict_loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
     validate_manifest(manifest, where=str(manifest_path))
     return manifest
@@ -136,6 +136,8 @@ def write_bundle(
     """Validate and write a bundle; fills ``schema_version``, ``files``, ``created_at`` and ``producer``.
 
     The directory appears complete or not at all: it is written beside its destination and renamed.
+    With ``overwrite`` an existing *bundle* is replaced; anything else at ``out_dir`` is refused
+    (:func:`check_bundle_destination`), as is any number in the manifest that is not finite.
     """
     from . import __version__
 
@@ -149,22 +151,39 @@ def write_bundle(
     edges = edges.select([pl.col(c).cast(t) for c, t in EDGE_COLUMNS.items()] + _extra(edges, EDGE_COLUMNS))
     validate_manifest(manifest, where=str(out / MANIFEST))
     validate_tables(manifest, nodes, edges, where=str(out))
-    if out.exists() and not overwrite:
-        raise BundleError(f"{out}: already exists; choose another --out or remove it first")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    check_bundle_destination(out, overwrite=overwrite)
+    with staged_directory(out, replace=overwrite) as staging:
         nodes.write_parquet(staging / NODES)
         edges.write_parquet(staging / EDGES)
         manifest["files"] = {NODES: sha256_file(staging / NODES), EDGES: sha256_file(staging / EDGES)}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        text = strict_json(manifest, where=str(out / MANIFEST), indent=2, sort_keys=False)
+        (staging / MANIFEST).write_text(text + "\n", encoding="utf-8")
     return Bundle(manifest=manifest, nodes=nodes, edges=edges, path=out)
+
+
+def check_bundle_destination(out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Refuse a bundle destination that cannot be written or must not be replaced; call it before computing.
+
+    ``overwrite`` replaces only a bundle (a directory holding a manifest and nothing but files), never
+    the current directory, one of its parents, or any other directory.
+    """
+    return check_destination(out, overwrite=overwrite, replaceable=_not_a_bundle, what="bundle")
+
+
+def _not_a_bundle(path: Path) -> str | None:
+    """None when ``path`` looks like a bundle written by a producer, else why it does not."""
+    if not (path / MANIFEST).is_file():
+        return f"it has no {MANIFEST}"
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"its {MANIFEST} is not JSON"
+    if not isinstance(manifest, dict) or "circuit_id" not in manifest or "files" not in manifest:
+        return f"its {MANIFEST} is not a bundle manifest"
+    subdirs = [p.name for p in path.iterdir() if p.is_dir() and not p.is_symlink()]
+    if subdirs:
+        return f"it holds the directory {subdirs[0]!r}; a bundle holds only files"
+    return None
 
 
 def validate_manifest(manifest: Any, *, where: str) -> None:
@@ -192,6 +211,9 @@ def validate_manifest(manifest: Any, *, where: str) -> None:
     for key in ("evaluation",):
         if key in manifest and not isinstance(manifest[key], list):
             raise BundleError(f"{where}: {key} must be a list")
+    bad = non_finite_fields(manifest)
+    if bad:
+        raise BundleError(f"{where}: {', '.join(bad[:5])} {'is' if len(bad) == 1 else 'are'} not a finite number")
 
 
 def validate_tables(manifest: dict[str, Any], nodes: pl.DataFrame, edges: pl.DataFrame, *, where: str) -> None:
@@ -262,6 +284,8 @@ def _check_node_ids(nodes: pl.DataFrame, dictionaries: dict[str, Any], file: str
         .then(pl.col("index").cast(pl.String))
         .when(pl.col("kind") == "error")
         .then(pl.lit("err"))
+        .when(pl.col("kind") == HEAD_KIND)
+        .then(pl.lit("h") + pl.col("index").cast(pl.String))
         .otherwise(None)
     )
     table = table.with_columns(site_name.alias("site_name"), expected_suffix.alias("expected_suffix"))
@@ -274,7 +298,11 @@ def _check_node_ids(nodes: pl.DataFrame, dictionaries: dict[str, Any], file: str
         ((pl.col("kind") != "output") & (pl.col("site") == "output"), "only the output node may have site 'output'"),
         ((pl.col("kind") == "feature") & pl.col("index").is_null(), "a feature node needs an index"),
         ((pl.col("kind") == "feature") & (pl.col("index") < 0), "a feature index must be >= 0"),
-        ((pl.col("kind") != "feature") & pl.col("index").is_not_null(), "error and output nodes have a null index"),
+        ((pl.col("kind") == HEAD_KIND) & (pl.col("site") != HEAD_SITE), f"a head node has site {HEAD_SITE!r}"),
+        ((pl.col("kind") == HEAD_KIND) & pl.col("index").is_null(), "a head node needs an index (the head number)"),
+        ((pl.col("kind") == HEAD_KIND) & (pl.col("index") < 0), "a head index must be >= 0"),
+        (~pl.col("kind").is_in(["feature", HEAD_KIND]) & pl.col("index").is_not_null(),
+         "error and output nodes have a null index"),
         ((pl.col("site") == "embed") & (pl.col("layer") != -1), "embed nodes have layer -1"),
         (
             pl.col("site").is_in(["attn", "mlp", "resid"]) & (pl.col("layer") < 0),
@@ -284,15 +312,16 @@ def _check_node_ids(nodes: pl.DataFrame, dictionaries: dict[str, Any], file: str
             (pl.col("kind") != "output")
             & ((pl.col("prefix") != pl.col("site_name")) | (pl.col("suffix") != pl.col("expected_suffix"))
                | pl.col("suffix").is_null()),
-            "node_id must be '<site>_<layer>/<index>' for features or '<site>_<layer>/err' for errors, "
-            "matching the site, layer and index columns",
+            "node_id must be '<site>_<layer>/<index>' for features, '<site>_<layer>/err' for errors or "
+            "'attn_<layer>/h<head>' for heads, matching the site, layer and index columns",
         ),
     ]
     for condition, message in checks:
         bad = table.filter(condition.fill_null(True))
         if bad.height:
             raise BundleError(f"{file}: node {bad['node_id'][0]!r}: {message}")
-    unknown = table.filter((pl.col("kind") != "output") & ~pl.col("prefix").is_in(list(dictionaries)))
+    # Heads are parts of the model, not latents of a dictionary: they need no manifest entry.
+    unknown = table.filter(~pl.col("kind").is_in(["output", HEAD_KIND]) & ~pl.col("prefix").is_in(list(dictionaries)))
     if unknown.height:
         raise BundleError(
             f"{file}: node {unknown['node_id'][0]!r} names site {unknown['prefix'][0]!r}, "

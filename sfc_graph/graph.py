@@ -1,6 +1,6 @@
 """The graph schema (DESIGN.md §4) and the mapping from a bundle to the rows each backend writes.
 
-Shared nodes — ``Model``, ``Dictionary``, ``Feature``, ``ErrorNode``, ``Output``, ``Task`` — exist once
+Shared nodes — ``Model``, ``Dictionary``, ``Feature``, ``ErrorNode``, ``Output``, ``Head``, ``Task`` — exist once
 however many circuits use them; a ``Feature`` is keyed by ``<dictionary id>/<index>``, so two circuits
 over the same dictionary meet on the same node. Each circuit also gets its own ``CircuitNode`` instances
 (one per bundle node and position) carrying the effect, linked to the shared node by ``INSTANCE_OF``;
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from .bundle import Bundle
+from .head_ids import HEAD_KIND
 
 # Cypher types as LadybugDB spells them; Neo4j is schema-free for properties.
 STRING, INT64, DOUBLE = "STRING", "INT64", "DOUBLE"
@@ -67,6 +68,8 @@ NODE_LABELS: tuple[NodeLabel, ...] = (
         "ErrorNode", "id", (("id", STRING), ("dictionary", STRING), ("site", STRING), ("layer", INT64)), shared=True
     ),
     NodeLabel("Output", "id", (("id", STRING), ("model", STRING)), shared=True),
+    # An attention head of a model (id: sfc_graph.head_ids.head_identity), shared by every circuit that uses it.
+    NodeLabel("Head", "id", (("id", STRING), ("model", STRING), ("layer", INT64), ("head", INT64)), shared=True),
     NodeLabel("Task", "name", (("name", STRING),), shared=True),
     NodeLabel(
         "Circuit",
@@ -107,9 +110,9 @@ NODE_LABELS: tuple[NodeLabel, ...] = (
     ),
 )
 
-SHARED_TARGETS = (("Circuit", "Feature"), ("Circuit", "ErrorNode"), ("Circuit", "Output"))
+SHARED_TARGETS = (("Circuit", "Feature"), ("Circuit", "ErrorNode"), ("Circuit", "Output"), ("Circuit", "Head"))
 REL_TYPES: tuple[RelType, ...] = (
-    RelType("OF_MODEL", (("Dictionary", "Model"), ("Output", "Model"))),
+    RelType("OF_MODEL", (("Dictionary", "Model"), ("Output", "Model"), ("Head", "Model"))),
     RelType("IN_DICTIONARY", (("Feature", "Dictionary"), ("ErrorNode", "Dictionary"))),
     RelType("FOR_TASK", (("Circuit", "Task"),)),
     RelType("ON_MODEL", (("Circuit", "Model"),)),
@@ -117,13 +120,14 @@ REL_TYPES: tuple[RelType, ...] = (
     RelType("CONTAINS", SHARED_TARGETS, (("effect", DOUBLE), ("position", INT64))),
     RelType("HAS_NODE", (("Circuit", "CircuitNode"),)),
     RelType(
-        "INSTANCE_OF", (("CircuitNode", "Feature"), ("CircuitNode", "ErrorNode"), ("CircuitNode", "Output"))
+        "INSTANCE_OF",
+        (("CircuitNode", "Feature"), ("CircuitNode", "ErrorNode"), ("CircuitNode", "Output"), ("CircuitNode", "Head")),
     ),
     RelType("EDGE", (("CircuitNode", "CircuitNode"),), (("circuit", STRING), ("weight", DOUBLE))),
 )
 LABELS = {label.name: label for label in NODE_LABELS}
 RELS = {rel.name: rel for rel in REL_TYPES}
-KIND_LABEL = {"feature": "Feature", "error": "ErrorNode", "output": "Output"}
+KIND_LABEL = {"feature": "Feature", "error": "ErrorNode", "output": "Output", HEAD_KIND: "Head"}
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,8 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
         .then(pl.col("dictionary") + "/" + pl.col("index").cast(pl.String))
         .when(pl.col("kind") == "error")
         .then(pl.col("dictionary") + "/err")
+        .when(pl.col("kind") == HEAD_KIND)
+        .then(pl.lit(model + "/") + pl.col("node_id"))  # = head_ids.head_identity(model, layer, head)
         .otherwise(pl.lit(output_node_id(model)))
     )
     nodes = bundle.nodes.with_columns(dict_id.alias("dictionary")).with_columns(
@@ -195,6 +201,7 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
     features = nodes.filter(pl.col("kind") == "feature")
     errors = nodes.filter(pl.col("kind") == "error")
     outputs = nodes.filter(pl.col("kind") == "output")
+    heads = nodes.filter(pl.col("kind") == HEAD_KIND)
 
     node_tables = {
         "Model": pl.DataFrame({"id": [model]}),
@@ -206,6 +213,9 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
             "id", maintain_order=True
         ),
         "Output": pl.DataFrame({"id": [output_node_id(model)], "model": [model]}).head(min(1, outputs.height)),
+        "Head": heads.select(
+            pl.col("identity").alias("id"), pl.lit(model).alias("model"), "layer", pl.col("index").alias("head")
+        ).unique("id", maintain_order=True),
         "Task": pl.DataFrame({"name": [bundle.task]}),
         "Circuit": pl.DataFrame(
             [
@@ -244,6 +254,7 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
     rels: dict[tuple[str, str, str], pl.DataFrame] = {
         ("OF_MODEL", "Dictionary", "Model"): dict_rows.select(pl.col("id").alias("from"), pl.lit(model).alias("to")),
         ("OF_MODEL", "Output", "Model"): node_tables["Output"].select(pl.col("id").alias("from"), pl.col("model").alias("to")),
+        ("OF_MODEL", "Head", "Model"): node_tables["Head"].select(pl.col("id").alias("from"), pl.col("model").alias("to")),
         ("IN_DICTIONARY", "Feature", "Dictionary"): node_tables["Feature"].select(
             pl.col("id").alias("from"), pl.col("dictionary").alias("to")
         ),

@@ -15,6 +15,10 @@ MATCH (c:Circuit {id: $circuit})-[:CONTAINS]->(o:Output)
 WHERE NOT EXISTS { MATCH (o)<-[:CONTAINS]-(other:Circuit) WHERE other.id <> $circuit }
 DETACH DELETE o
 ;
+MATCH (c:Circuit {id: $circuit})-[:CONTAINS]->(h:Head)
+WHERE NOT EXISTS { MATCH (h)<-[:CONTAINS]-(other:Circuit) WHERE other.id <> $circuit }
+DETACH DELETE h
+;
 MATCH (c:Circuit {id: $circuit})-[:USES]->(d:Dictionary)
 WHERE NOT EXISTS { MATCH (d)<-[:USES]-(other:Circuit) WHERE other.id <> $circuit }
 DETACH DELETE d

@@ -4,6 +4,7 @@ UNION ALL OPTIONAL MATCH (n:Dictionary) RETURN 'node' AS what, 'Dictionary' AS n
 UNION ALL OPTIONAL MATCH (n:Feature) RETURN 'node' AS what, 'Feature' AS name, count(n) AS count
 UNION ALL OPTIONAL MATCH (n:ErrorNode) RETURN 'node' AS what, 'ErrorNode' AS name, count(n) AS count
 UNION ALL OPTIONAL MATCH (n:Output) RETURN 'node' AS what, 'Output' AS name, count(n) AS count
+UNION ALL OPTIONAL MATCH (n:Head) RETURN 'node' AS what, 'Head' AS name, count(n) AS count
 UNION ALL OPTIONAL MATCH (n:Task) RETURN 'node' AS what, 'Task' AS name, count(n) AS count
 UNION ALL OPTIONAL MATCH (n:Circuit) RETURN 'node' AS what, 'Circuit' AS name, count(n) AS count
 UNION ALL OPTIONAL MATCH (n:CircuitNode) RETURN 'node' AS what, 'CircuitNode' AS name, count(n) AS count
