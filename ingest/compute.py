@@ -30,7 +30,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from sfc_graph.bundle import EDGE_COLUMNS, NODE_COLUMNS, Bundle, write_bundle
+from sfc_graph.bundle import EDGE_COLUMNS, NODE_COLUMNS, Bundle, check_bundle_destination, write_bundle
 from sfc_graph.errors import ComputeError
 from sfc_graph.sites import Site
 
@@ -443,9 +443,7 @@ def compute_bundle(
     ``compute_bundle(model="toy-zoo", dictionaries=["toy-zoo"], task="ioi", out="bundles/ioi")`` is the
     whole of ``sfc ingest compute --model toy-zoo --dict toy-zoo --task ioi --out bundles/ioi``.
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise ComputeError(f"{out}: already exists; choose another --out or remove it first")
+    out = check_bundle_destination(out, overwrite=overwrite)  # before any work: never fail only at the end
     handle = model if isinstance(model, ModelHandle) else load_model(model, device=device)
     dict_set = dictionaries if isinstance(dictionaries, DictionarySet) else load_dictionary_set(
         list(dictionaries), n_layers=handle.n_layers, d_model=handle.d_model, model_id=handle.model_id
