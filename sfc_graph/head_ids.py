@@ -1,48 +1,32 @@
-"""Ids of attention-head nodes (the ``head`` bundle kind and the ``Head`` graph label).
+"""Attention-head node ids: a thin alias of :mod:`sfc_graph.naming`, which owns the format.
 
-One home for the format until ``sfc_graph.naming`` owns every node id; then these functions move there.
+Kept only so that modules written before ``naming`` existed keep importing; new code imports ``naming``.
+A head in a bundle is ``attn_<layer>/h<head>`` (kind ``head``, site ``attn``, ``index`` = head number); its
+shared ``Head`` node in the graph is ``<model>/attn_<layer>/h<head>``.
 
-A head in a bundle is ``attn_<layer>/h<head>`` (site ``attn``, its layer, ``index`` = the head number), so
-that the part before ``/`` is the site as for every other node. Its shared identity in the graph is the
-model id in front: ``<model>/attn_<layer>/h<head>``; two circuits on the same model share the ``Head``.
-
->>> head_node_id(2, 3)
-'attn_2/h3'
->>> parse_head_node_id('attn_2/h3')
-(2, 3)
->>> head_identity('toy-zoo-v1', 2, 3)
-'toy-zoo-v1/attn_2/h3'
+>>> head_node_id(2, 3), parse_head_node_id('attn_2/h3'), head_identity('toy-zoo-v1', 2, 3)
+('attn_2/h3', (2, 3), 'toy-zoo-v1/attn_2/h3')
 """
 
 from __future__ import annotations
 
-import re
-
 from .errors import SfcError
+from .naming import HEAD as HEAD_KIND
+from .naming import HEAD_SITE, head_id, model_node_identity, parse_node_id
 
-HEAD_KIND = "head"
-HEAD_SITE = "attn"
-_HEAD_RE = re.compile(r"^attn_(\d+)/h(\d+)$")
+__all__ = ["HEAD_KIND", "HEAD_SITE", "head_node_id", "parse_head_node_id", "head_identity"]
 
-
-def head_node_id(layer: int, head: int) -> str:
-    """The bundle node id of head ``head`` of layer ``layer``."""
-    return f"{HEAD_SITE}_{int(layer)}/h{int(head)}"
+head_node_id = head_id
 
 
 def parse_head_node_id(node_id: str) -> tuple[int, int]:
     """``(layer, head)`` of a bundle head node id; :class:`SfcError` for anything else."""
-    match = _HEAD_RE.match(node_id)
-    if not match:
+    name = parse_node_id(node_id)
+    if name.kind != HEAD_KIND or name.index is None:
         raise SfcError(f"{node_id!r} is not a head node id; expected attn_<layer>/h<head>, e.g. attn_2/h3")
-    return int(match.group(1)), int(match.group(2))
+    return name.layer, name.index
 
 
 def head_identity(model: str, layer: int, head: int) -> str:
     """The id of the shared ``Head`` node: the model id, then the bundle node id."""
-    return f"{model}/{head_node_id(layer, head)}"
-
-
-def head_suffix(head: int) -> str:
-    """The part of a head node id after ``/`` (what the bundle validator expects for ``index`` = head)."""
-    return f"h{int(head)}"
+    return model_node_identity(model, head_id(layer, head))
