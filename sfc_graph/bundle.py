@@ -18,9 +18,11 @@ from typing import Any
 
 import polars as pl
 
+from . import naming
 from .errors import BundleError
 from .safe_write import check_destination, non_finite_fields, staged_directory, strict_json, strict_loads
-from .head_ids import HEAD_KIND, HEAD_SITE
+from .naming import HEAD as HEAD_KIND
+from .naming import HEAD_SITE
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -256,39 +258,18 @@ def validate_tables(manifest: dict[str, Any], nodes: pl.DataFrame, edges: pl.Dat
 
 def _feature_identity(nodes: pl.DataFrame, dictionaries: dict[str, Any]) -> pl.Series:
     mapping = {site: entry["id"] for site, entry in dictionaries.items()}
-    prefix = nodes["node_id"].str.split_exact("/", 1).struct.field("field_0")
-    dict_id = prefix.replace_strict(mapping, default=None, return_dtype=pl.String)
-    return (
-        pl.DataFrame({"d": dict_id, "i": nodes["index"], "k": nodes["kind"]})
-        .select(
-            pl.when(pl.col("k") == "feature")
-            .then(pl.col("d") + "/" + pl.col("i").cast(pl.String))
-            .otherwise(None)
-            .alias("feature")
-        )
-        .to_series()
-    )
+    dictionary = naming.dictionary_of_expr(pl.col("node_id"), mapping)
+    return nodes.select(
+        naming.feature_identity_expr(pl.col("kind"), dictionary, pl.col("index")).alias("feature")
+    ).to_series()
 
 
 def _check_node_ids(nodes: pl.DataFrame, dictionaries: dict[str, Any], file: str) -> None:
     """Each node id must agree with its kind/site/layer/index columns and name a known dictionary."""
-    parts = nodes["node_id"].str.split_exact("/", 1).struct.rename_fields(["prefix", "suffix"]).struct.unnest()
-    table = pl.concat([nodes.select("node_id", "kind", "site", "layer", "index"), parts], how="horizontal")
-    site_name = (
-        pl.when(pl.col("site").is_in(["embed", "output"]))
-        .then(pl.col("site"))
-        .otherwise(pl.col("site") + "_" + pl.col("layer").cast(pl.String))
+    expected = naming.node_id_expr(pl.col("kind"), pl.col("site"), pl.col("layer"), pl.col("index"))
+    table = nodes.select("node_id", "kind", "site", "layer", "index").with_columns(
+        naming.prefix_expr(pl.col("node_id")).alias("prefix"), expected.alias("expected_id")
     )
-    expected_suffix = (
-        pl.when(pl.col("kind") == "feature")
-        .then(pl.col("index").cast(pl.String))
-        .when(pl.col("kind") == "error")
-        .then(pl.lit("err"))
-        .when(pl.col("kind") == HEAD_KIND)
-        .then(pl.lit("h") + pl.col("index").cast(pl.String))
-        .otherwise(None)
-    )
-    table = table.with_columns(site_name.alias("site_name"), expected_suffix.alias("expected_suffix"))
     checks = [
         (
             (pl.col("kind") == "output")
@@ -309,11 +290,9 @@ def _check_node_ids(nodes: pl.DataFrame, dictionaries: dict[str, Any], file: str
             "attn, mlp and resid nodes need a layer >= 0",
         ),
         (
-            (pl.col("kind") != "output")
-            & ((pl.col("prefix") != pl.col("site_name")) | (pl.col("suffix") != pl.col("expected_suffix"))
-               | pl.col("suffix").is_null()),
+            (pl.col("kind") != "output") & (pl.col("node_id") != pl.col("expected_id")),
             "node_id must be '<site>_<layer>/<index>' for features, '<site>_<layer>/err' for errors or "
-            "'attn_<layer>/h<head>' for heads, matching the site, layer and index columns",
+            "'attn_<layer>/h<head>' for heads, matching the site, layer and index columns (docs/bundle.md)",
         ),
     ]
     for condition, message in checks:
@@ -321,7 +300,8 @@ def _check_node_ids(nodes: pl.DataFrame, dictionaries: dict[str, Any], file: str
         if bad.height:
             raise BundleError(f"{file}: node {bad['node_id'][0]!r}: {message}")
     # Heads are parts of the model, not latents of a dictionary: they need no manifest entry.
-    unknown = table.filter(~pl.col("kind").is_in(["output", HEAD_KIND]) & ~pl.col("prefix").is_in(list(dictionaries)))
+    in_dictionary = [name for name, kind in naming.NODE_KINDS.items() if kind.in_dictionary]
+    unknown = table.filter(pl.col("kind").is_in(in_dictionary) & ~pl.col("prefix").is_in(list(dictionaries)))
     if unknown.height:
         raise BundleError(
             f"{file}: node {unknown['node_id'][0]!r} names site {unknown['prefix'][0]!r}, "
