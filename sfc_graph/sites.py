@@ -2,18 +2,17 @@
 
 A site name is ``embed`` or ``<kind>_<layer>`` with kind in attn, mlp, resid. The same names key the
 bundle manifest's ``dictionaries`` and prefix node ids (``resid_3/1234``), so the store, the ingest job and
-the zoo all parse them here.
+the zoo all use them; the names themselves are built and parsed by :mod:`sfc_graph.naming`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from . import naming
 from .errors import SfcError
 
-SITE_KINDS = ("embed", "attn", "mlp", "resid")
-_SITE_RE = re.compile(r"^(embed|output)$|^(attn|mlp|resid)_(\d+)$")
+SITE_KINDS = naming.SITE_KINDS
 
 
 @dataclass(frozen=True, order=True)
@@ -25,7 +24,7 @@ class Site:
 
     @property
     def name(self) -> str:
-        return self.kind if self.kind in ("embed", "output") else f"{self.kind}_{self.layer}"
+        return naming.site_name(self.kind, self.layer)
 
     @property
     def hook(self) -> str:
@@ -57,14 +56,7 @@ class Site:
 
 def parse_site(name: str) -> Site:
     """Parse ``embed``, ``attn_2``, ``mlp_0``, ``resid_3`` (or ``output``) into a :class:`Site`."""
-    match = _SITE_RE.match(name)
-    if not match:
-        raise SfcError(
-            f"{name!r} is not a site name; expected embed, attn_L, mlp_L or resid_L with L a layer number"
-        )
-    if match.group(1):
-        return Site(match.group(1), -1)
-    return Site(match.group(2), int(match.group(3)))
+    return Site(*naming.parse_site_name(name))
 
 
 def all_sites(n_layers: int) -> list[Site]:
