@@ -31,6 +31,8 @@ COMMANDS = {
     "viz": "report_cmds:viz",
     "demo": "demo_cmd:demo",
     "weights": "weights_cmds:weights",
+    "shift": "shift_cmds:shift",
+    "eval": "eval_cmds:eval_group",
 }
 
 

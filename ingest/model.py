@@ -35,6 +35,8 @@ class ModelHandle:
     model_id: str
     weights_sha256: str
     source: str
+    # A classifier head in place of the unembedding (ingest/probe.py): answers then name classes, not tokens.
+    class_labels: tuple[str, ...] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -189,7 +191,12 @@ def unknown_token_id(handle: ModelHandle) -> int | None:
 
 
 def answer_token(handle: ModelHandle, answer: str) -> int | None:
-    """The single token for ``answer`` (trying a leading space for BPE vocabularies), or None."""
+    """The single token for ``answer`` (trying a leading space for BPE vocabularies), or None.
+
+    For a classifier (``handle.class_labels``) the "token" is the index of the class named ``answer``.
+    """
+    if handle.class_labels is not None:
+        return handle.class_labels.index(answer) if answer in handle.class_labels else None
     for candidate in (answer, " " + answer) if not answer.startswith(" ") else (answer,):
         tokens = tokenize(handle, candidate, prepend_bos=False)
         if len(tokens) == 1 and tokens[0] != unknown_token_id(handle):
