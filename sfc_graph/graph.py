@@ -25,6 +25,7 @@ from .head_ids import HEAD_KIND
 
 # Cypher types as LadybugDB spells them; Neo4j is schema-free for properties.
 STRING, INT64, DOUBLE = "STRING", "INT64", "DOUBLE"
+STRING_LIST = "STRING[]"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,35 @@ REL_TYPES: tuple[RelType, ...] = (
         (("CircuitNode", "Feature"), ("CircuitNode", "ErrorNode"), ("CircuitNode", "Output"), ("CircuitNode", "Head")),
     ),
     RelType("EDGE", (("CircuitNode", "CircuitNode"),), (("circuit", STRING), ("weight", DOUBLE))),
+)
+# Annotations: what is known about a dictionary latent independently of any circuit (its dashboard and label,
+# sfc_graph/features.py). Keyed by the Feature id and joined to Feature by that id, not by a relationship, so a
+# latent has one whether or not a circuit uses it, loads never write it, and deleting the last circuit that
+# uses a feature keeps its label. Not part of a circuit's rows.
+ANNOTATION_LABELS: tuple[NodeLabel, ...] = (
+    NodeLabel(
+        "FeatureInfo",
+        "id",
+        (
+            ("id", STRING),
+            ("dictionary", STRING),
+            ("latent", INT64),
+            ("site", STRING),
+            ("layer", INT64),
+            ("label", STRING),
+            ("label_source", STRING),  # manual | neuronpedia | auto
+            ("density", DOUBLE),  # fraction of corpus tokens on which the latent is active
+            ("max_activation", DOUBLE),
+            ("mean_activation", DOUBLE),  # mean over the tokens where it is active
+            ("top_tokens", STRING_LIST),  # the commonest activating tokens of the top contexts
+            ("top_logits", STRING_LIST),  # logit lens (W_dec · W_U): most promoted tokens
+            ("bottom_logits", STRING_LIST),  # ... most suppressed tokens
+            ("dashboard", STRING),  # JSON: top contexts with per-token activations, logit values, histogram
+            ("corpus", STRING),
+            ("built_at", STRING),
+        ),
+        shared=True,
+    ),
 )
 LABELS = {label.name: label for label in NODE_LABELS}
 RELS = {rel.name: rel for rel in REL_TYPES}
@@ -303,7 +333,7 @@ def shared_rel_owner(rel_key: tuple[str, str, str]) -> str | None:
 
 
 def _polars_type(cypher_type: str) -> pl.DataType:
-    return {STRING: pl.String, INT64: pl.Int64, DOUBLE: pl.Float64}[cypher_type]
+    return {STRING: pl.String, INT64: pl.Int64, DOUBLE: pl.Float64, STRING_LIST: pl.List(pl.String)}[cypher_type]
 
 
 def _int_or_none(value) -> int | None:

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 import polars as pl
 
 from ..errors import QueryError, StoreError
-from ..graph import NODE_LABELS, REL_TYPES, CircuitRows
+from ..graph import ANNOTATION_LABELS, NODE_LABELS, REL_TYPES, CircuitRows
 from .base import BaseStore, Progress
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ STORE_FORMAT = 1
 def schema_ddl() -> list[str]:
     """``CREATE … TABLE`` statements for the schema of :mod:`sfc_graph.graph` (LadybugDB needs typed tables)."""
     ddl = []
-    for label in NODE_LABELS:
+    for label in NODE_LABELS + ANNOTATION_LABELS:
         props = ", ".join(f"{name} {kind}" for name, kind in label.properties)
         ddl.append(f"CREATE NODE TABLE IF NOT EXISTS {label.name}({props}, PRIMARY KEY({label.key}))")
     for rel in REL_TYPES:

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import polars as pl
 
 from ..errors import QueryError, StoreError, StoreUnavailable
-from ..graph import LABELS, NODE_LABELS, REL_TYPES, CircuitRows, shared_rel_owner
+from ..graph import ANNOTATION_LABELS, LABELS, NODE_LABELS, REL_TYPES, CircuitRows, shared_rel_owner
 from . import statements as _store_statements
 from .base import BaseStore, Progress
 
@@ -77,7 +77,7 @@ def _index_name(label: str, prop: str) -> str:
 
 def _schema_statements() -> dict[str, str]:
     out = {}
-    for label in NODE_LABELS:
+    for label in NODE_LABELS + ANNOTATION_LABELS:
         out[f"schema/constraint/{label.name}.{label.key}"] = (
             f"CREATE CONSTRAINT {_constraint_name(label.name, label.key)} IF NOT EXISTS "
             f"FOR (n:{label.name}) REQUIRE n.{label.key} IS UNIQUE"
@@ -173,12 +173,13 @@ def neo4j_statements() -> list[dict[str, Any]]:
 
 def lint_payload() -> dict[str, Any]:
     """The input of ``tools/cypher-lint/lint.mjs``: every statement, and the schema's names to check them by."""
-    keys = {name for label in NODE_LABELS for name in label.columns} | {n for rel in REL_TYPES for n in rel.columns}
+    keys = {name for label in NODE_LABELS + ANNOTATION_LABELS for name in label.columns}
+    keys |= {n for rel in REL_TYPES for n in rel.columns}
     keys |= {"from", "to"}  # the endpoint keys of the load rows (`row.from`), which the linter takes for properties
     return {
         "statements": neo4j_statements(),
         "schema": {
-            "labels": [label.name for label in NODE_LABELS],
+            "labels": [label.name for label in NODE_LABELS + ANNOTATION_LABELS],
             "relationshipTypes": [rel.name for rel in REL_TYPES],
             "propertyKeys": sorted(keys),
         },
