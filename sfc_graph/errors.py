@@ -43,3 +43,8 @@ class TaskError(ComputeError):
 
 class ZooError(SfcError):
     """The toy zoo's artefacts are missing or fail their quality bars."""
+
+
+class InteropError(SfcError):
+    """A file in another tool's format (attribution-graph JSON, a reference ``.pt`` circuit) cannot be read
+    or written as asked."""
