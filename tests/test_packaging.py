@@ -49,9 +49,15 @@ def _expected_in_wheel(tracked: list[str]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    # Built from a copy of the tracked files, as from a fresh clone: no stale build/ or stray files.
+    clone = tmp_path_factory.mktemp("clone")
+    for path in _tracked_files():
+        if (ROOT / path).is_file():
+            (clone / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / path, clone / path)
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(out), str(ROOT)], check=True, capture_output=True, text=True)
+                    str(out), str(clone)], check=True, capture_output=True, text=True)
     (found,) = out.glob("sfc_graph-*.whl")
     return found
 
