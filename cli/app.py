@@ -9,9 +9,13 @@ from __future__ import annotations
 import importlib
 import logging
 
-import click
+from sfc_graph.threads import configure_openmp
 
-from sfc_graph.errors import SfcError
+configure_openmp()  # before any command imports torch: OpenMP reads its wait policy once, at load
+
+import click  # noqa: E402
+
+from sfc_graph.errors import SfcError  # noqa: E402
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

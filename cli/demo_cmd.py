@@ -38,7 +38,9 @@ def demo(store: str, out_dir: Path, method: str, n_examples: int, tasks: tuple[s
     from sfc_graph.ingest import CircuitSettings, circuit_id, compute_circuit, load_dictionary_set, load_model, load_task
     from sfc_graph.report import build_comparison_report, render_circuit_diagram
     from sfc_graph.store import open_store
+    from sfc_graph.threads import set_threads
 
+    set_threads()  # the free cores this process may use (see sfc_graph.threads)
     console = Console(stderr=True, quiet=quiet)
     progress = progress_for(quiet)
     started = time.perf_counter()

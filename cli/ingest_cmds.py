@@ -42,7 +42,7 @@ def ingest() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine).")
+              help="CPU threads for torch (default: the free cores this process may use).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE_DIR")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; print only the bundle path.")
@@ -81,7 +81,7 @@ def compute(model_spec, dict_specs, task_spec, method, ig_steps, node_threshold,
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
               help="Overrides the job's device.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine).")
+              help="CPU threads for torch (default: the free cores this process may use).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per circuit.")
 def run(job_file, shard, store, no_load, device, threads, quiet) -> None:
     """Compute every circuit of a TOML job (skipping those already computed) and load them.
@@ -116,10 +116,10 @@ def run(job_file, shard, store, no_load, device, threads, quiet) -> None:
 
 
 def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
+    """``--threads``, or the free cores this process may use (sfc_graph.threads)."""
+    from sfc_graph.threads import set_threads
 
-        torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 def _parse_thresholds(text: str) -> tuple[float, ...]:

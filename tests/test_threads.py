@@ -1,0 +1,78 @@
+"""Threading defaults (sfc_graph.threads): core counting from affinity and cgroup quotas, the load rule, and
+the OpenMP wait policy set by the ``sfc`` entry point before torch loads."""
+
+from __future__ import annotations
+
+import doctest
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sfc_graph import threads
+
+
+def test_doctests():
+    assert doctest.testmod(threads).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("cores", "load", "expected"),
+    [(2, 0.0, 2), (2, 0.4, 2), (2, 0.6, 1), (2, 1.0, 1), (2, 5.0, 1), (16, 0.0, 16), (16, 4.2, 12), (1, 0.0, 1)],
+)
+def test_choose_threads_leaves_busy_cores_out(cores, load, expected):
+    assert threads.choose_threads(cores=cores, load=load) == expected
+
+
+def test_cgroup_v2_quota(tmp_path):
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert threads.cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").write_text("250000 100000\n")
+    assert threads.cgroup_cpu_quota(tmp_path) == 2.5
+
+
+def test_cgroup_v1_quota(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert threads.cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("50000\n")
+    assert threads.cgroup_cpu_quota(tmp_path) == 0.5
+
+
+def test_available_cores_respects_affinity_and_quota(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda root=threads.CGROUP_ROOT: None)
+    assert threads.available_cores() == 4
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda root=threads.CGROUP_ROOT: 1.5)
+    assert threads.available_cores() == 2
+
+
+def test_user_environment_wins():
+    env = {"OMP_WAIT_POLICY": "ACTIVE"}
+    threads.configure_openmp(env)
+    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and env["KMP_BLOCKTIME"] == "0"
+
+
+def test_cli_sets_wait_policy_before_torch_loads():
+    """Importing the ``sfc`` entry point must set the policy and must not import torch (OpenMP would have
+    read the environment already)."""
+    env = {k: v for k, v in os.environ.items() if k not in threads.OPENMP_DEFAULTS}
+    code = ("import os, sys; import sfc_graph.cli; "
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["PASSIVE", "False"]
+
+
+def test_set_threads_applies_the_default(monkeypatch):
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    monkeypatch.setattr(threads, "available_cores", lambda: 3)
+    monkeypatch.setattr(threads, "machine_load", lambda: 1.0)
+    try:
+        assert threads.set_threads() == 2
+        assert torch.get_num_threads() == 2
+        assert threads.set_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
