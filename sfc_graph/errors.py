@@ -48,3 +48,7 @@ class ZooError(SfcError):
 class InteropError(SfcError):
     """A file in another tool's format (attribution-graph JSON, a reference ``.pt`` circuit) cannot be read
     or written as asked."""
+
+
+class FeatureError(SfcError):
+    """A feature id, label, dashboard corpus or explanations file that cannot be used."""
