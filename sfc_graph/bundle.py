@@ -76,6 +76,16 @@ class Bundle:
         """Global identity of each node (``<dictionary id>/<index>``; null for error and output nodes)."""
         return _feature_identity(self.nodes, self.manifest["dictionaries"])
 
+    def identity(self) -> pl.Series:
+        """Id of the graph node each bundle node stands for, shared across circuits (:mod:`sfc_graph.naming`):
+        ``<dictionary id>/<index>``, ``<dictionary id>/err``, ``<model>/output``, ``<model>/<node_id>``."""
+        mapping = {site: entry["id"] for site, entry in self.manifest["dictionaries"].items()}
+        dictionary = naming.dictionary_of_expr(pl.col("node_id"), mapping)
+        return self.nodes.select(
+            naming.identity_expr(pl.col("kind"), pl.col("node_id"), dictionary, pl.col("index"), model=self.model)
+            .alias("identity")
+        ).to_series()
+
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()

@@ -3,9 +3,10 @@
 Node keys. A circuit aggregated over positions (every node at position −1, the default ``sum``
 aggregation) is keyed by its bundle node ids — ``"resid_0/17"``, ``"attn_1/err"``, ``"output"`` — so
 ``graph.nodes["resid_0/17"]`` reads the way the store and the queries name nodes. A circuit that keeps
-positions is keyed ``"<node_id>@<position>"`` for *every* node, because the same node id then occurs once
-per position. The graph attribute ``positional`` says which rule a graph follows; :func:`node_key`
-applies it.
+positions is keyed ``"<node_id>@<position>"`` for every node at a kept position (>= 0), because the same
+node id then occurs once per position; a node at position −1 (the output) keeps its plain id. That is the
+one rule of :func:`sfc_graph.naming.node_key`, the same names the queries give node instances. The graph
+attribute ``positional`` says whether a graph keeps positions.
 
 Node attributes: ``node_id``, ``kind``, ``site``, ``layer``, ``index`` (None for error and output nodes),
 ``position``, ``effect``, ``feature`` (the global feature identity ``<dictionary id>/<index>``, the
@@ -37,7 +38,7 @@ import polars as pl
 
 from .bundle import Bundle
 from .errors import SfcError
-from .graph import error_node_id, output_node_id
+from . import naming
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store.base import BaseStore
@@ -59,7 +60,7 @@ class ExportError(SfcError):
 
 def node_key(graph: nx.DiGraph, node_id: str, position: int) -> str:
     """The key of bundle node ``(node_id, position)`` in ``graph`` (see the module docstring)."""
-    return f"{node_id}@{int(position)}" if graph.graph.get("positional") else node_id
+    return naming.node_key(node_id, position)
 
 
 def circuit_to_networkx(
@@ -82,7 +83,8 @@ def bundle_to_networkx(bundle: Bundle, *, node_threshold: float = 0.0, edge_thre
     nodes = bundle.nodes
     if "feature" not in nodes.columns:
         nodes = nodes.with_columns(bundle.feature_identity().alias("feature"))
-    dictionaries = {site: entry["id"] for site, entry in manifest["dictionaries"].items()}
+    if "identity" not in nodes.columns:  # a bundle from disk; one read from the store has the stored identity
+        nodes = nodes.with_columns(bundle.identity().alias("identity"))
     positional = bool(nodes.height) and bool((nodes["position"] != -1).any())
     graph = nx.DiGraph(
         name=manifest["circuit_id"],
@@ -104,7 +106,7 @@ def bundle_to_networkx(bundle: Bundle, *, node_threshold: float = 0.0, edge_thre
             position=int(row["position"]),
             effect=float(row["effect"]),
             feature=row["feature"] or "",
-            identity=_identity(row, dictionaries, manifest["model"]),
+            identity=row["identity"],
         )
     edges = bundle.edges.filter(pl.col("weight").abs() >= edge_threshold)
     for src, dst, src_pos, dst_pos, weight in edges.select("src", "dst", "src_position", "dst_position", "weight").iter_rows():
@@ -172,10 +174,10 @@ def subgraph_of(graph: nx.DiGraph, frame: pl.DataFrame | Iterable[dict[str, Any]
         )
 
     def keys_of(name: str, position: int | None) -> list[str]:
-        if name not in by_id and "@" in name:  # "resid_0/3@2", as single-circuit queries name positions
-            head, _, tail = name.rpartition("@")
-            if tail.lstrip("-").isdigit():
-                name, position = head, int(tail)
+        if name not in by_id:  # "resid_0/3@2", as single-circuit queries name positions
+            plain, at = naming.parse_node_key(name)
+            if at is not None:
+                name, position = plain, at
         keys = by_id.get(name, [])
         return keys if position is None else [k for k in keys if graph.nodes[k]["position"] == position]
 
@@ -255,11 +257,6 @@ def _without_none(graph: nx.DiGraph) -> nx.DiGraph:
     return clean
 
 
-def _identity(row: dict[str, Any], dictionaries: dict[str, str], model: str) -> str:
-    if row["kind"] == "output":
-        return output_node_id(model)
-    dictionary = dictionaries.get(row["node_id"].split("/", 1)[0], "")
-    return f"{dictionary}/{row['index']}" if row["kind"] == "feature" else error_node_id(dictionary)
 
 
 def _int(value: Any) -> int | None:

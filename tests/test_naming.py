@@ -81,3 +81,17 @@ def test_site_names():
     assert frame.select(naming.site_layer_expr(pl.col("s"))).to_series().to_list() == [-1, 11, 2]
     with pytest.raises(SfcError):
         naming.parse_site_name("resid")
+
+
+def test_stored_identity_is_the_bundle_identity(tmp_path, store):
+    """The store keeps each node's identity (circuit-nodes.cypher returns it) and it is what naming computes."""
+    from builders import build_circuit
+
+    bundle = build_circuit(tmp_path / "b", "c1", model="m")
+    store.load(bundle.path)
+    back = store.read_circuit("c1").nodes.sort("node_id", "position")
+    here = bundle.nodes.with_columns(bundle.identity().alias("identity")).sort("node_id", "position")
+    assert back["identity"].to_list() == here["identity"].to_list()
+    by_hand = {"resid_1/err": "m/resid_1/sae-64/err", "output": "m/output"}
+    for node, identity in by_hand.items():
+        assert here.filter(pl.col("node_id") == node)["identity"].item() == identity

@@ -148,7 +148,7 @@ class BaseStore:
         manifest = self.manifest(circuit_id)
         nodes = self.run(statement("circuit-nodes"), {"circuit": circuit_id}).rename({"latent": "index"}, strict=False)
         edges = self.run(statement("circuit-edges"), {"circuit": circuit_id})
-        nodes = _typed(nodes, NODE_COLUMNS, extra=["feature"]).sort("node_id", "position")
+        nodes = _typed(nodes, NODE_COLUMNS, extra=["feature", "identity"]).sort("node_id", "position")
         edges = _typed(edges, EDGE_COLUMNS).sort("src", "src_position", "dst", "dst_position")
         return Bundle(manifest=manifest, nodes=nodes, edges=edges)
 
