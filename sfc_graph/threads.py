@@ -10,11 +10,12 @@ Two failures this module prevents, both measured on a shared 2-core machine (iss
 * **Counting cores that are not ours.** ``os.cpu_count()`` (torch's default) ignores CPU affinity
   (``taskset``, Slurm) and container quotas (cgroup ``cpu.max``), and a machine whose cores are already
   busy has fewer to give. :func:`default_threads` takes the cores this process may run on, caps them by the
-  cgroup quota, and leaves out the cores other processes keep busy (the load average).
+  cgroup quota, and leaves out the cores other processes keep busy (measured from ``/proc/stat`` while
+  ``sfc`` starts up, see :func:`machine_load`).
 
     >>> choose_threads(cores=2, load=0.1)
     2
-    >>> choose_threads(cores=2, load=1.0)   # one other busy process: one free core
+    >>> choose_threads(cores=2, load=1.0)  # one other busy process: one free core
     1
     >>> choose_threads(cores=8, load=20.0)  # oversubscribed: never fewer than one
     1
@@ -28,6 +29,8 @@ import logging
 import math
 import os
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,9 @@ OPENMP_DEFAULTS = {
 }
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+MIN_SAMPLE_SECONDS = 0.2  # /proc/stat counts in 10 ms ticks: shorter windows are mostly rounding
+
+_START_SAMPLE = None  # CPU use when configure_openmp ran (process start-up), see machine_load
 
 
 def configure_openmp(environ: dict[str, str] | None = None) -> bool:
@@ -47,6 +53,8 @@ def configure_openmp(environ: dict[str, str] | None = None) -> bool:
     Returns False (and changes nothing that could still matter) when torch is already imported: its
     OpenMP runtime has read the environment by then.
     """
+    global _START_SAMPLE
+    _START_SAMPLE = _START_SAMPLE or cpu_sample()
     environ = os.environ if environ is None else environ
     for name, value in OPENMP_DEFAULTS.items():
         environ.setdefault(name, value)
@@ -94,8 +102,52 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class CpuSample:
+    """Machine-wide busy CPU seconds and this process's own CPU seconds at one instant."""
+
+    wall: float
+    machine_busy: float
+    own: float
+
+
+def cpu_sample() -> CpuSample | None:
+    """Now, from ``/proc/stat`` (None where there is none)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    times = os.times()
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return CpuSample(time.monotonic(), busy, times.user + times.system)
+
+
+def busy_elsewhere(since: CpuSample, now: CpuSample) -> float | None:
+    """Cores other processes kept busy between two samples (this process's own CPU time left out)."""
+    wall = now.wall - since.wall
+    if wall < MIN_SAMPLE_SECONDS:
+        return None
+    return max(0.0, (now.machine_busy - since.machine_busy - (now.own - since.own)) / wall)
+
+
 def machine_load() -> float:
-    """The 1-minute load average: about how many cores other processes keep busy (0 where unknown)."""
+    """About how many cores other processes keep busy now.
+
+    Measured over the time since :func:`configure_openmp` (the start-up of ``sfc``: the imports, during
+    which this process's own CPU time is subtracted), or over a short sample taken now; the 1-minute load
+    average only where ``/proc/stat`` is missing — it lags, and counts the previous run of ``sfc`` itself.
+    """
+    start = _START_SAMPLE
+    now = cpu_sample()
+    if now is not None and (start is None or now.wall - start.wall < MIN_SAMPLE_SECONDS):
+        start = now
+        time.sleep(MIN_SAMPLE_SECONDS)
+        now = cpu_sample()
+    if start is not None and now is not None:
+        busy = busy_elsewhere(start, now)
+        if busy is not None:
+            return busy
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -103,7 +155,7 @@ def machine_load() -> float:
 
 
 def choose_threads(*, cores: int, load: float) -> int:
-    """The cores left free by ``load`` busy processes, rounded to the nearest core, at least one."""
+    """The cores left free by ``load`` busy cores elsewhere, rounded to the nearest core, at least one."""
     free = cores - load
     return max(1, min(cores, math.floor(free + 0.5)))
 
@@ -112,7 +164,7 @@ def default_threads() -> int:
     """torch's intra-op threads when the user does not say: the free cores this process may use."""
     cores, load = available_cores(), machine_load()
     threads = choose_threads(cores=cores, load=load)
-    log.info("threads: %d (%d core(s) available, load %.2f)", threads, cores, load)
+    log.info("threads: %d (%d core(s) available, %.2f busy elsewhere)", threads, cores, load)
     return threads
 
 

@@ -76,3 +76,24 @@ def test_set_threads_applies_the_default(monkeypatch):
         assert threads.set_threads(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_busy_elsewhere_subtracts_own_cpu_time():
+    since = threads.CpuSample(wall=10.0, machine_busy=100.0, own=1.0)
+    # 2 s of wall; the machine was busy 3.0 core-seconds, 1.0 of them ours: 1 core busy elsewhere
+    now = threads.CpuSample(wall=12.0, machine_busy=103.0, own=2.0)
+    assert threads.busy_elsewhere(since, now) == pytest.approx(1.0)
+    assert threads.busy_elsewhere(since, threads.CpuSample(10.05, 100.1, 1.0)) is None  # too short to tell
+
+
+def test_machine_load_sees_a_busy_process():
+    """A real competing busy loop is counted (up to the sampling noise of a shared machine)."""
+    rival = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert threads.machine_load() >= 0.7
+    finally:
+        rival.kill()
+        rival.wait()
