@@ -33,6 +33,7 @@ COMMANDS = {
     "export": "report_cmds:export",
     "compare": "report_cmds:compare",
     "viz": "report_cmds:viz",
+    "import": "interop_cmds:import_group",
     "demo": "demo_cmd:demo",
     "weights": "weights_cmds:weights",
     "shift": "shift_cmds:shift",
