@@ -125,6 +125,10 @@ REL_TYPES: tuple[RelType, ...] = (
         (("CircuitNode", "Feature"), ("CircuitNode", "ErrorNode"), ("CircuitNode", "Output"), ("CircuitNode", "Head")),
     ),
     RelType("EDGE", (("CircuitNode", "CircuitNode"),), (("circuit", STRING), ("weight", DOUBLE))),
+    # Records written outside circuit rows (ingest/shift.py, ingest/sae_scores.py; see RECORD_LABELS below).
+    RelType("INTERVENES_ON", (("Intervention", "Circuit"),)),
+    RelType("ABLATES", (("Intervention", "Feature"),), (("judgement", STRING), ("reason", STRING), ("effect", DOUBLE))),
+    RelType("HAS_SCORE", (("Dictionary", "DictionaryScore"),)),
 )
 # Annotations: what is known about a dictionary latent independently of any circuit (its dashboard and label,
 # sfc_graph/features.py). Keyed by the Feature id and joined to Feature by that id, not by a relationship, so a
@@ -154,8 +158,53 @@ ANNOTATION_LABELS: tuple[NodeLabel, ...] = (
         ),
         shared=True,
     ),
+) + (
+    # Records of what was done with circuits and dictionaries, also outside circuit rows and written by their own
+    # statements, but linked by relationships: a SHIFT intervention (ingest/shift.py) -[:INTERVENES_ON]-> the
+    # classifier's Circuit and -[:ABLATES {judgement, reason, effect}]-> every Feature it zeroed, with the
+    # classifier's accuracies before and after; a dictionary quality score (SCR / TPP at one top-N, ingest/
+    # sae_scores.py), (Dictionary)-[:HAS_SCORE]->(DictionaryScore), one node per (run, metric, N).
+    NodeLabel(
+        "Intervention",
+        "id",
+        (
+            ("id", STRING),
+            ("kind", STRING),  # shift
+            ("circuit", STRING),
+            ("task", STRING),
+            ("model", STRING),
+            ("judge", STRING),  # auto | query | file
+            ("n_ablated", INT64),
+            ("profession_before", DOUBLE),
+            ("profession_after", DOUBLE),
+            ("gender_before", DOUBLE),
+            ("gender_after", DOUBLE),
+            ("worst_group_before", DOUBLE),
+            ("worst_group_after", DOUBLE),
+            ("results", STRING),  # JSON: the whole table (every method's accuracies) and the settings
+            ("created_at", STRING),
+        ),
+        shared=False,
+    ),
+    NodeLabel(
+        "DictionaryScore",
+        "id",
+        (
+            ("id", STRING),
+            ("dictionary", STRING),
+            ("metric", STRING),  # scr | tpp
+            ("top_n", INT64),
+            ("value", DOUBLE),
+            ("dataset", STRING),
+            ("model", STRING),
+            ("run", STRING),
+            ("created_at", STRING),
+            ("details", STRING),  # JSON: the accuracies the score came from
+        ),
+        shared=False,
+    ),
 )
-LABELS = {label.name: label for label in NODE_LABELS}
+LABELS = {label.name: label for label in NODE_LABELS + ANNOTATION_LABELS}
 RELS = {rel.name: rel for rel in REL_TYPES}
 KIND_LABEL = {"feature": "Feature", "error": "ErrorNode", "output": "Output", HEAD_KIND: "Head"}
 
