@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from . import naming
 from .bundle import Bundle
 from .head_ids import HEAD_KIND
 
@@ -227,38 +228,18 @@ class CircuitRows:
         return sum(f.height for f in self.nodes.values()) + sum(f.height for f in self.rels.values())
 
 
-def circuit_node_uid(circuit_id: str, node_id: pl.Expr, position: pl.Expr) -> pl.Expr:
-    return pl.lit(circuit_id + "|") + node_id + pl.lit("@") + position.cast(pl.String)
-
-
-def error_node_id(dictionary_id: str) -> str:
-    return f"{dictionary_id}/err"
-
-
-def output_node_id(model: str) -> str:
-    return f"{model}/output"
-
-
 def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows:
     """The rows that loading ``bundle`` writes, for every label and relationship type."""
     manifest, cid, model = bundle.manifest, bundle.circuit_id, bundle.model
     dictionaries = manifest["dictionaries"]
     site_to_dict = {site: entry["id"] for site, entry in dictionaries.items()}
 
-    prefix = pl.col("node_id").str.split_exact("/", 1).struct.field("field_0")
-    dict_id = prefix.replace_strict(site_to_dict, default=None, return_dtype=pl.String)
-    identity = (
-        pl.when(pl.col("kind") == "feature")
-        .then(pl.col("dictionary") + "/" + pl.col("index").cast(pl.String))
-        .when(pl.col("kind") == "error")
-        .then(pl.col("dictionary") + "/err")
-        .when(pl.col("kind") == HEAD_KIND)
-        .then(pl.lit(model + "/") + pl.col("node_id"))  # = head_ids.head_identity(model, layer, head)
-        .otherwise(pl.lit(output_node_id(model)))
-    )
+    dict_id = naming.dictionary_of_expr(pl.col("node_id"), site_to_dict)
+    identity = naming.identity_expr(pl.col("kind"), pl.col("node_id"), pl.col("dictionary"), pl.col("index"),
+                                    model=model)
     nodes = bundle.nodes.with_columns(dict_id.alias("dictionary")).with_columns(
         identity.alias("identity"),
-        circuit_node_uid(cid, pl.col("node_id"), pl.col("position")).alias("uid"),
+        naming.instance_uid_expr(cid, pl.col("node_id"), pl.col("position")).alias("uid"),
         pl.lit(cid).alias("circuit"),
     )
     nodes = nodes.with_columns(
@@ -270,8 +251,8 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
             "id": [e["id"] for e in dictionaries.values()],
             "kind": [str(e.get("kind", "sae")) for e in dictionaries.values()],
             "d_dict": [_int_or_none(e.get("d_dict")) for e in dictionaries.values()],
-            "site": [_site_kind(s) for s in dictionaries],
-            "layer": [_site_layer(s) for s in dictionaries],
+            "site": [naming.site_of_key(s)[0] for s in dictionaries],
+            "layer": [naming.site_of_key(s)[1] for s in dictionaries],
             "sha256": [e.get("sha256") for e in dictionaries.values()],
         },
         schema={"id": pl.String, "kind": pl.String, "d_dict": pl.Int64, "site": pl.String, "layer": pl.Int64,
@@ -291,7 +272,7 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
         "ErrorNode": errors.select(pl.col("identity").alias("id"), "dictionary", "site", "layer").unique(
             "id", maintain_order=True
         ),
-        "Output": pl.DataFrame({"id": [output_node_id(model)], "model": [model]}).head(min(1, outputs.height)),
+        "Output": pl.DataFrame({"id": [naming.output_identity(model)], "model": [model]}).head(min(1, outputs.height)),
         "Head": heads.select(
             pl.col("identity").alias("id"), pl.lit(model).alias("model"), "layer", pl.col("index").alias("head")
         ).unique("id", maintain_order=True),
@@ -322,10 +303,10 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
         for name, frame in node_tables.items()
     }
 
-    uid = circuit_node_uid(cid, pl.col("node_id"), pl.col("position"))
+    uid = naming.instance_uid_expr(cid, pl.col("node_id"), pl.col("position"))
     edges = bundle.edges.select(
-        circuit_node_uid(cid, pl.col("src"), pl.col("src_position")).alias("from"),
-        circuit_node_uid(cid, pl.col("dst"), pl.col("dst_position")).alias("to"),
+        naming.instance_uid_expr(cid, pl.col("src"), pl.col("src_position")).alias("from"),
+        naming.instance_uid_expr(cid, pl.col("dst"), pl.col("dst_position")).alias("to"),
         pl.lit(cid).alias("circuit"),
         pl.col("weight"),
     )
@@ -387,12 +368,3 @@ def _polars_type(cypher_type: str) -> pl.DataType:
 
 def _int_or_none(value) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _site_kind(site: str) -> str:
-    return site.rsplit("_", 1)[0] if "_" in site else site
-
-
-def _site_layer(site: str) -> int:
-    tail = site.rsplit("_", 1)[-1]
-    return int(tail) if "_" in site and tail.isdigit() else -1

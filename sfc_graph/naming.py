@@ -85,6 +85,16 @@ def parse_site_name(name: str) -> tuple[str, int]:
     return match.group(2), int(match.group(3))
 
 
+def site_of_key(name: str) -> tuple[str, int]:
+    """:func:`parse_site_name` of a manifest ``dictionaries`` key, or ``(name, -1)`` for a key that is not a
+    site name (a producer may list a dictionary that no node uses under a name of its own).
+
+    >>> site_of_key("mlp_2"), site_of_key("all_heads")
+    (('mlp', 2), ('all_heads', -1))
+    """
+    return parse_site_name(name) if _SITE_RE.match(name) else (name, -1)
+
+
 def site_name_expr(kind: pl.Expr, layer: pl.Expr) -> pl.Expr:
     """Vectorised :func:`site_name` over a ``site`` (kind) and a ``layer`` column."""
     return pl.when(kind.is_in(["embed", "output"])).then(kind).otherwise(kind + "_" + layer.cast(pl.String))
