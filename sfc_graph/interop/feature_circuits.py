@@ -213,7 +213,7 @@ def import_reference_file(
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     # torch prefixes every weights-only failure with advice about torch.load; the cause is after this marker
-    cause = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    cause = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
     if cause:
         return cause.group(1).strip()[:160]
     return text.splitlines()[0][:160] if text else type(exc).__name__
