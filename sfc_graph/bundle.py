@@ -45,7 +45,7 @@ EDGE_COLUMNS: dict[str, pl.DataType] = {
     "dst_position": pl.Int64,
     "weight": pl.Float64,
 }
-NODE_KINDS = ("feature", "error", "output", HEAD_KIND)  # head: an attention head (sfc_graph.head_ids)
+NODE_KINDS = ("feature", "error", "output", HEAD_KIND, naming.TOKEN, naming.LOGIT)  # head: attention head; token: an input token
 NODE_SITES = ("embed", "attn", "mlp", "resid", "output")
 REQUIRED_MANIFEST_FIELDS = ("schema_version", "circuit_id", "task", "model", "dictionaries", "method", "files")
 OUTPUT_NODE = "output"
@@ -286,13 +286,21 @@ def _check_node_ids(nodes: pl.DataFrame, dictionaries: dict[str, Any], file: str
             & ((pl.col("node_id") != OUTPUT_NODE) | (pl.col("site") != "output") | (pl.col("layer") != -1)),
             "an output node must have node_id 'output', site 'output' and layer -1",
         ),
-        ((pl.col("kind") != "output") & (pl.col("site") == "output"), "only the output node may have site 'output'"),
+        (~pl.col("kind").is_in(["output", naming.LOGIT]) & (pl.col("site") == "output"),
+         "only output and logit nodes may have site 'output'"),
+        ((pl.col("kind") == naming.LOGIT) & ((pl.col("site") != "output") | (pl.col("layer") != -1)),
+         "a logit node has site 'output' and layer -1"),
+        ((pl.col("kind") == naming.LOGIT) & (pl.col("index").is_null() | (pl.col("index") < 0)),
+         "a logit node needs an index >= 0 (the token id)"),
         ((pl.col("kind") == "feature") & pl.col("index").is_null(), "a feature node needs an index"),
         ((pl.col("kind") == "feature") & (pl.col("index") < 0), "a feature index must be >= 0"),
         ((pl.col("kind") == HEAD_KIND) & (pl.col("site") != HEAD_SITE), f"a head node has site {HEAD_SITE!r}"),
         ((pl.col("kind") == HEAD_KIND) & pl.col("index").is_null(), "a head node needs an index (the head number)"),
         ((pl.col("kind") == HEAD_KIND) & (pl.col("index") < 0), "a head index must be >= 0"),
-        (~pl.col("kind").is_in(["feature", HEAD_KIND]) & pl.col("index").is_not_null(),
+        ((pl.col("kind") == naming.TOKEN) & (pl.col("site") != "embed"), "a token node has site 'embed'"),
+        ((pl.col("kind") == naming.TOKEN) & pl.col("index").is_null(), "a token node needs an index (the token id)"),
+        ((pl.col("kind") == naming.TOKEN) & (pl.col("index") < 0), "a token index must be >= 0"),
+        (~pl.col("kind").is_in(["feature", HEAD_KIND, naming.TOKEN, naming.LOGIT]) & pl.col("index").is_not_null(),
          "error and output nodes have a null index"),
         ((pl.col("site") == "embed") & (pl.col("layer") != -1), "embed nodes have layer -1"),
         (
@@ -302,7 +310,7 @@ def _check_node_ids(nodes: pl.DataFrame, dictionaries: dict[str, Any], file: str
         (
             (pl.col("kind") != "output") & (pl.col("node_id") != pl.col("expected_id")),
             "node_id must be '<site>_<layer>/<index>' for features, '<site>_<layer>/err' for errors or "
-            "'attn_<layer>/h<head>' for heads, matching the site, layer and index columns (docs/bundle.md)",
+            "'attn_<layer>/h<head>' for heads, 'token/<id>' for tokens or 'logit/<id>' for logits, matching the site, layer and index columns (docs/bundle.md)",
         ),
     ]
     for condition, message in checks:

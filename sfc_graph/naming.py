@@ -12,6 +12,7 @@ error          ``attn_2/err``      site kind, layer, null             ``<diction
 output         ``output``          ``output``, -1, null               ``<model>/output``
 head           ``attn_2/h5``       ``attn``, layer, head index        ``<model>/attn_2/h5``
 token          ``token/17``        ``embed``, -1, vocabulary index    ``<model>/token/17``
+logit          ``logit/17``        ``output``, -1, vocabulary index   ``<model>/logit/17`` (an ``Output``)
 =============  ==================  =================================  =====================================
 
 A *site name* is ``embed`` or ``<kind>_<layer>`` with kind in ``attn``, ``mlp``, ``resid``. For features and
@@ -124,13 +125,16 @@ class NodeKind:
     """Whether the id's prefix names an entry of the manifest's ``dictionaries`` (else: scoped by model)."""
 
 
-FEATURE, ERROR, OUTPUT, HEAD, TOKEN = "feature", "error", "output", "head", "token"
+FEATURE, ERROR, OUTPUT, HEAD, TOKEN, LOGIT = "feature", "error", "output", "head", "token", "logit"
 NODE_KINDS: dict[str, NodeKind] = {
     FEATURE: NodeKind(FEATURE, "Feature", in_dictionary=True),
     ERROR: NodeKind(ERROR, "ErrorNode", in_dictionary=True),
     OUTPUT: NodeKind(OUTPUT, "Output", in_dictionary=False),
     HEAD: NodeKind(HEAD, "Head", in_dictionary=False),
     TOKEN: NodeKind(TOKEN, "Token", in_dictionary=False),
+    # The logit of one vocabulary entry: circuits with several output nodes (circuit-tracer's attribution
+    # graphs) have one per target token; like ``output`` it is an Output of the model in the graph.
+    LOGIT: NodeKind(LOGIT, "Output", in_dictionary=False),
 }
 
 OUTPUT_ID = "output"
@@ -138,6 +142,7 @@ ERROR_SUFFIX = "err"
 HEAD_SUFFIX_PREFIX = "h"
 HEAD_SITE = "attn"
 TOKEN_PREFIX = "token"
+LOGIT_PREFIX = "logit"
 
 
 class NodeName(NamedTuple):
@@ -176,6 +181,15 @@ def token_id(token: int) -> str:
     return f"{TOKEN_PREFIX}/{int(token)}"
 
 
+def logit_id(token: int) -> str:
+    """Id of the output node of the logit of vocabulary entry ``token``.
+
+    >>> logit_id(17)
+    'logit/17'
+    """
+    return f"{LOGIT_PREFIX}/{int(token)}"
+
+
 def node_id(kind: str, site: str, layer: int, index: int | None) -> str:
     """The node id for the bundle columns ``kind``, ``site`` (kind of site), ``layer`` and ``index``.
 
@@ -192,6 +206,8 @@ def node_id(kind: str, site: str, layer: int, index: int | None) -> str:
         return head_id(layer, index)
     if kind == TOKEN and index is not None:
         return token_id(index)
+    if kind == LOGIT and index is not None:
+        return logit_id(index)
     raise SfcError(f"no node id for kind {kind!r} at site {site!r}, layer {layer}, index {index}")
 
 
@@ -204,12 +220,14 @@ def node_id_expr(kind: pl.Expr, site: pl.Expr, layer: pl.Expr, index: pl.Expr) -
         .when(kind == OUTPUT).then(pl.lit(OUTPUT_ID))
         .when(kind == HEAD).then(name + f"/{HEAD_SUFFIX_PREFIX}" + index.cast(pl.String))
         .when(kind == TOKEN).then(pl.lit(f"{TOKEN_PREFIX}/") + index.cast(pl.String))
+        .when(kind == LOGIT).then(pl.lit(f"{LOGIT_PREFIX}/") + index.cast(pl.String))
         .otherwise(None)
     )
 
 
 _HEAD_RE = re.compile(rf"^{HEAD_SITE}_(\d+)/{HEAD_SUFFIX_PREFIX}(\d+)$")
 _TOKEN_RE = re.compile(rf"^{TOKEN_PREFIX}/(\d+)$")
+_LOGIT_RE = re.compile(rf"^{LOGIT_PREFIX}/(\d+)$")
 
 
 def parse_node_id(node: str) -> NodeName:
@@ -224,6 +242,8 @@ def parse_node_id(node: str) -> NodeName:
         return NodeName(HEAD, HEAD_SITE, int(match.group(1)), int(match.group(2)))
     if match := _TOKEN_RE.match(node):
         return NodeName(TOKEN, "embed", -1, int(match.group(1)))
+    if match := _LOGIT_RE.match(node):
+        return NodeName(LOGIT, "output", -1, int(match.group(1)))
     prefix, sep, suffix = node.partition("/")
     if sep and _SITE_RE.match(prefix) and prefix != "output":
         kind, layer = parse_site_name(prefix)
@@ -232,7 +252,7 @@ def parse_node_id(node: str) -> NodeName:
         if suffix.isdigit():
             return NodeName(FEATURE, kind, layer, int(suffix))
     raise SfcError(
-        f"{node!r} is not a node id; expected <site>/<index>, <site>/err, output, attn_L/hH (a head) or token/T"
+        f"{node!r} is not a node id; expected <site>/<index>, <site>/err, output, attn_L/hH (a head), token/T or logit/T"
     )
 
 
