@@ -3,6 +3,7 @@
 #   - a virtual environment in .venv with torch (CPU wheel, pinned first so nothing pulls a CUDA build),
 #     then sfc-graph itself (editable) with its test extras;
 #   - Graphviz's `dot` (Debian package) for `sfc viz` and the demo's diagrams;
+#   - Chromium (Debian package), which Playwright drives in the browser tests of `sfc serve`;
 #   - the official Neo4j Cypher linter (npm, pinned by its lockfile) used by the test suite.
 # Safe to run again: each step is skipped or quick when already done.
 set -euo pipefail
@@ -23,6 +24,13 @@ if ! command -v dot >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "installing Graphviz (Debian package graphviz) for circuit diagrams"
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq graphviz >/dev/null
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  echo "installing Chromium (Debian package chromium) for the browser tests of sfc serve"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null \
+    || echo "chromium could not be installed: the browser tests will be skipped" >&2
 fi
 
 if command -v npm >/dev/null 2>&1; then
