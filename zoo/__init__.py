@@ -1,9 +1,11 @@
 """The toy model zoo: a small language model trained on the paper's tasks, with dictionaries for every site.
 
 No model weights can be downloaded on the project's machines, so the zoo ships its own (DESIGN.md §7):
-a word-level tokenizer, a 3-layer ``HookedTransformer``, an SAE per site (``embed``, ``attn_L``, ``mlp_L``,
-``resid_L``) and a transcoder per MLP in the SAELens on-disk format, six tasks as counterfactual pairs, and
-a card of held-out figures. Everything lives under :func:`zoo_dir` and is found without network access.
+a word-level tokenizer, a ``HookedTransformer``, an SAE per site (``embed``, ``attn_L``, ``mlp_L``,
+``resid_L``) and a transcoder per MLP in the SAELens on-disk format, tasks as counterfactual pairs (each
+with a ``template`` id), bios for SHIFT-style experiments, a text stream labelled with the mechanism behind
+each token, and a card of held-out figures. Everything lives under :func:`zoo_dir` and is found without
+network access. The data contract is /work/notes/ZOO_V2_CONTRACT.md (mirrored in the README).
 
 >>> from sfc_graph import zoo
 >>> zoo.ZOO_NAME
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING
 from sfc_graph.errors import SfcError, ZooError
 from sfc_graph.sites import all_sites, parse_site
 
-from .grammar import TASKS
+from .grammar import BEHAVIOURS, TASKS
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -34,11 +36,16 @@ if TYPE_CHECKING:
 ZOO_NAME = "toy-zoo-v1"
 TASK_NAMES = TASKS
 SPLITS = ("test", "train")
+BIOS = ("ambiguous", "balanced", "professions")
 
 __all__ = [
+    "BEHAVIOURS",
+    "BIOS",
     "ZOO_NAME",
     "dictionary_path",
+    "load_bios",
     "load_card",
+    "load_stream",
     "load_model",
     "load_tokenizer",
     "site_names",
@@ -124,9 +131,15 @@ def transcoder_path(layer: int, root: str | Path | None = None) -> Path:
     return path
 
 
-def task_names() -> list[str]:
-    """The zoo's tasks: the four agreement variants, ``ioi`` and ``greater_than``."""
-    return list(TASK_NAMES)
+def task_names(root: str | Path | None = None) -> list[str]:
+    """The zoo's tasks: the four agreement variants, ``ioi``, ``greater_than`` and ``copy`` (those present
+    in the zoo at ``root``; the default zoo has them all)."""
+    if root is None:
+        try:
+            root = zoo_dir()
+        except ZooError:
+            return list(TASK_NAMES)
+    return [name for name in TASK_NAMES if (Path(root) / "tasks" / name).is_dir()] or list(TASK_NAMES)
 
 
 def task_path(name: str, split: str = "test", root: str | Path | None = None) -> Path:
@@ -147,3 +160,26 @@ def load_card(root: str | Path | None = None) -> dict:
     if not path.is_file():
         raise ZooError(f"no card.json in {path.parent}")
     return json.loads(path.read_text())
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise ZooError(f"the zoo's data file {path} is missing")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_bios(name: str, root: str | Path | None = None) -> list[dict]:
+    """One bios file: ``{"text", "profession", "gender", "split"}`` per bio.
+
+    ``ambiguous``: professor/nurse with gender perfectly correlated; ``balanced``: the same professions,
+    gender independent; ``professions``: five professions, gender independent.
+    """
+    if name not in BIOS:
+        raise ZooError(f"the zoo has no bios {name!r}; its bios are {', '.join(BIOS)}")
+    return _read_jsonl(_root(root) / "bios" / f"{name}.jsonl")
+
+
+def load_stream(root: str | Path | None = None) -> list[dict]:
+    """The labelled text stream: ``{"doc", "tokens", "labels"}`` per document, one label per token, each
+    label one of :data:`BEHAVIOURS` (the planted mechanism that decides the token given those before it)."""
+    return _read_jsonl(_root(root) / "stream.jsonl")

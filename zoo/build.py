@@ -24,13 +24,13 @@ from sfc_graph.sites import all_sites
 
 from . import card as card_mod
 from .dictionaries import DictConfig, sae_cfg, save_dictionary, train_dictionary
-from .grammar import TASKS, Grammar, corpus, vocabulary
-from .model import ModelConfig, config_to_dict, new_model, train_model
+from .grammar import PROFESSIONS, TASKS, Grammar, corpus, stream, vocabulary
+from .model import MODEL_NAME, ModelConfig, config_to_dict, new_model, train_model
 from .tokenizer import build_tokenizer, hf_tokenizer
 
 log = logging.getLogger(__name__)
 
-ZOO_NAME = "toy-zoo-v1"
+ZOO_NAME = MODEL_NAME
 TRANSCODER_INPUT = "blocks.{layer}.ln2.hook_normalized"
 
 # (stage, done, total): stages are "model", "activations", "dictionaries", "card"
@@ -47,20 +47,27 @@ class BuildConfig:
     dictionary: DictConfig = field(default_factory=DictConfig)
     n_test_pairs: int = 256
     n_train_pairs: int = 256
-    n_dictionary_sentences: int = 8000
-    n_eval_sentences: int = 2000
+    n_dictionary_sentences: int = 5000
+    n_eval_sentences: int = 1500
+    n_bios: int = 1000  # per bios file
+    n_stream_documents: int = 1000
+    n_curve_pairs: int = 64  # held-out pairs per task in each point of the training curves
 
     @classmethod
     def quick(cls, seed: int = 0) -> BuildConfig:
         """Tiny sizes for tests and smoke runs: minutes become seconds, the bars are not expected to hold."""
         return cls(
             seed=seed,
-            model=replace(ModelConfig(), n_layers=1, d_model=32, n_heads=2, d_mlp=64, steps=60, batch_size=32),
+            model=replace(ModelConfig(), n_layers=1, d_model=32, n_heads=2, d_mlp=64, steps=60, batch_size=32,
+                          eval_every=100),
             dictionary=replace(DictConfig(), d_sae=64, steps=60, batch_size=256, target_l0=6.0),
             n_test_pairs=24,
             n_train_pairs=24,
             n_dictionary_sentences=300,
             n_eval_sentences=100,
+            n_bios=40,
+            n_stream_documents=20,
+            n_curve_pairs=16,
         )
 
     def to_dict(self) -> dict:
@@ -78,7 +85,7 @@ def build(out: Path, config: BuildConfig = BuildConfig(), progress: Progress = _
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ZooError(f"{out} is not empty; pick an empty directory or pass --overwrite")
-        for sub in ("model", "dictionaries", "transcoders", "tasks"):
+        for sub in ("model", "dictionaries", "transcoders", "tasks", "bios"):
             shutil.rmtree(out / sub, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     threads_before = torch.get_num_threads()
@@ -99,9 +106,20 @@ def _build(out: Path, config: BuildConfig, progress: Progress) -> dict:
 
     grammar = Grammar()
     write_tasks(out / "tasks", grammar, config, seed)
+    write_bios(out / "bios", grammar, config, seed)
+    write_stream(out / "stream.jsonl", grammar, config, seed)
 
     model = new_model(config.model, raw_tokenizer.get_vocab_size(), seed, tokenizer=tokenizer)
-    history = train_model(model, raw_tokenizer, grammar, config.model, seed, progress)
+    curve_pairs = {task: card_mod.read_pairs(out / "tasks" / task / "test.jsonl")[: config.n_curve_pairs]
+                   for task in TASKS}
+
+    def evaluate(step: int) -> dict:
+        return {task: card_mod.task_figures(model, pairs) for task, pairs in curve_pairs.items()}
+
+    noisy = Grammar(noise=config.model.noise)
+    curves = train_model(model, raw_tokenizer, noisy, config.model, seed, progress, evaluate=evaluate)
+    history = curves["loss_every_50_steps"]
+    (out / "training_curves.json").write_text(json.dumps(curves, indent=1) + "\n")
     save_model(out / "model", model)
     model_seconds = time.perf_counter() - started
 
@@ -114,7 +132,9 @@ def _build(out: Path, config: BuildConfig, progress: Progress) -> dict:
     card["training"] = {
         "model": {"steps": config.model.steps, "batch_size": config.model.batch_size,
                   "sentences_seen": config.model.steps * config.model.batch_size,
-                  "loss_every_50_steps": [round(x, 4) for x in history], "final_loss": history[-1]},
+                  "noise": config.model.noise, "weight_decay": config.model.weight_decay, "lr": config.model.lr,
+                  "loss_every_50_steps": [round(x, 4) for x in history], "final_loss": history[-1],
+                  "task_curves": curves["evaluations"], "curves_file": "training_curves.json"},
         "dictionaries": {"sentences": config.n_dictionary_sentences, "stats": dict_stats},
     }
     card["build"] = {"seed": seed, "config": config.to_dict(), "torch": torch.__version__,
@@ -133,6 +153,39 @@ def write_tasks(root: Path, grammar: Grammar, config: BuildConfig, seed: int) ->
             path = root / task / f"{split}.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(json.dumps(p.to_json()) + "\n" for p in pairs))
+
+
+def write_bios(root: Path, grammar: Grammar, config: BuildConfig, seed: int, test_fraction: float = 0.2) -> None:
+    """The three bios files (see the data contract): ``ambiguous``, ``balanced`` and ``professions``.
+
+    ``ambiguous`` pairs professor with male and nurse with female (the spurious cue is perfect);
+    ``balanced`` has the same two professions with all four (profession, gender) groups equal;
+    ``professions`` has the five professions, each half female and half male.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    pairs, five = ("professor", "nurse"), list(PROFESSIONS)
+    groups = {
+        "ambiguous": [("professor", "male"), ("nurse", "female")],
+        "balanced": [(p, g) for p in pairs for g in ("female", "male")],
+        "professions": [(p, g) for p in five for g in ("female", "male")],
+    }
+    for name, cells in groups.items():
+        rng = random.Random(f"bios-{name}-{seed}")
+        rows = []
+        for i in range(config.n_bios):
+            profession, gender = cells[i % len(cells)]
+            rows.append({"text": grammar.bio(rng, profession, gender), "profession": profession, "gender": gender})
+        rng.shuffle(rows)
+        n_test = round(test_fraction * len(rows))
+        for i, row in enumerate(rows):
+            row["split"] = "test" if i < n_test else "train"
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def write_stream(path: Path, grammar: Grammar, config: BuildConfig, seed: int) -> None:
+    """The labelled text stream: noise-free documents, one label per token (``stream.jsonl``)."""
+    docs = stream(grammar, random.Random(f"stream-{seed}"), config.n_stream_documents)
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
 
 
 def save_model(directory: Path, model) -> None:

@@ -21,6 +21,9 @@ from .tokenizer import BOS, PAD
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
+# called every ``eval_every`` steps with the step; returns figures recorded in the training curves
+Evaluate = Callable[[int], dict]
+MODEL_NAME = "toy-zoo-v2"
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -29,23 +32,25 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    n_layers: int = 3
-    d_model: int = 64
+    n_layers: int = 4
+    d_model: int = 128
     n_heads: int = 4
-    d_mlp: int = 256
-    n_ctx: int = 32
-    steps: int = 1500
-    batch_size: int = 128
-    lr: float = 3e-3
+    d_mlp: int = 512
+    n_ctx: int = 64
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-3
     warmup: int = 100
-    weight_decay: float = 0.01
+    weight_decay: float = 0.1
+    noise: float = 0.06  # rate at which the corpus breaks a planted mechanism (de-saturates the tasks)
+    eval_every: int = 250  # steps between the held-out task checks recorded in the training curves
 
 
 def hooked_config(cfg: ModelConfig, d_vocab: int):
     from transformer_lens import HookedTransformerConfig
 
     return HookedTransformerConfig(
-        model_name="toy-zoo-v1",
+        model_name=MODEL_NAME,
         n_layers=cfg.n_layers,
         d_model=cfg.d_model,
         n_heads=cfg.n_heads,
@@ -111,8 +116,12 @@ def lm_loss(model, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 
 def train_model(model, tokenizer, grammar: Grammar, cfg: ModelConfig, seed: int,
-                progress: Progress = _no_progress) -> list[float]:
-    """Train ``model`` in place on fresh grammar sentences; returns the loss every 50 steps."""
+                progress: Progress = _no_progress, evaluate: Evaluate | None = None) -> dict:
+    """Train ``model`` in place on fresh grammar documents.
+
+    Returns the curves: ``loss`` (mean training loss every 50 steps) and ``evaluations`` (``evaluate``'s
+    figures every ``cfg.eval_every`` steps and at the end, each with its ``step``).
+    """
     rng = random.Random(f"corpus-{seed}")
     pad = tokenizer.token_to_id(PAD)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -127,6 +136,7 @@ def train_model(model, tokenizer, grammar: Grammar, cfg: ModelConfig, seed: int,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
     model.train()
     history: list[float] = []
+    evaluations: list[dict] = []
     running = 0.0
     for step in range(cfg.steps):
         sentences = [grammar.sentence(rng) for _ in range(cfg.batch_size)]
@@ -143,6 +153,12 @@ def train_model(model, tokenizer, grammar: Grammar, cfg: ModelConfig, seed: int,
             history.append(running / n)
             log.info("model step %d/%d loss %.4f", step + 1, cfg.steps, running / n)
             running = 0.0
+        if evaluate is not None and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            model.eval()
+            with torch.random.fork_rng(devices=[]):
+                evaluations.append({"step": step + 1, **evaluate(step + 1)})
+            log.info("model step %d: %s", step + 1, evaluations[-1])
+            model.train()
         progress("model", step + 1, cfg.steps)
     model.eval()
-    return history
+    return {"loss_every_50_steps": history, "evaluations": evaluations}

@@ -44,7 +44,7 @@ def hf_tokenizer(path: str | Path):
         add_bos_token=True,
         # transformer_lens reads name_or_path to decide whether to rebuild the tokenizer; with
         # add_bos_token already set it keeps this one.
-        name_or_path="toy-zoo-v1",
+        name_or_path="toy-zoo",
         padding_side="right",
         model_max_length=10**6,
     )
