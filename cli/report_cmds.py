@@ -7,9 +7,10 @@ from pathlib import Path
 import click
 
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import store_option
+from sfc_graph.cli.options import param_option, store_option
 
 EXPORT_FORMATS = ("graphml", "gexf", "json", "gpickle")
+NEURONPEDIA = "neuronpedia"
 
 node_threshold_option = click.option(
     "--node-threshold", type=click.FloatRange(min=0.0), default=0.0, show_default=True, metavar="X",
@@ -29,28 +30,59 @@ def _open(store: str):
 
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("circuit_id")
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default=None,
-              help="File format (json = NetworkX node-link); default: from the --out extension.")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="File to write.")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS + (NEURONPEDIA,)), default=None,
+              help="File format (json = NetworkX node-link; neuronpedia = attribution-graph JSON for Neuronpedia "
+                   "and circuit-tracer's viewer); default: from the --out extension.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), metavar="PATH",
+              help="File to write; for --format neuronpedia, a directory (gets <slug>.json and graph-metadata.json).")
 @node_threshold_option
 @edge_threshold_option
+@click.option("--query", "query_name", default=None, metavar="NAME",
+              help="Export only the part of the circuit this named query returns (its nodes, edges or paths); "
+                   "its circuit parameter defaults to CIRCUIT_ID.")
+@param_option
+@click.option("--slug", default=None, help="neuronpedia: the graph's slug (file name); default: the circuit id.")
 @store_option
 def export(circuit_id: str, fmt: str | None, out: Path, node_threshold: float, edge_threshold: float,
-           store: str) -> None:
-    """Export circuit CIRCUIT_ID as a NetworkX graph file (GraphML for Gephi, GEXF, node-link JSON, pickle).
+           query_name: str | None, params: tuple[tuple[str, str], ...], slug: str | None, store: str) -> None:
+    """Export circuit CIRCUIT_ID (or the subgraph a --query returns): a NetworkX graph file (GraphML for Gephi,
+    GEXF, node-link JSON, pickle), or attribution-graph JSON for Neuronpedia and circuit-tracer's viewer.
 
     Nodes are keyed by node id (``resid_0/17``), or ``node_id@position`` when the circuit keeps positions;
     they carry node_id, kind, site, layer, index, position, effect and feature (global identity); edges
     carry weight.
     """
-    from sfc_graph.export import format_for, write_graph
+    from sfc_graph.export import bundle_to_networkx, format_for, subgraph_of, write_graph
 
-    fmt = format_for(out, fmt)
+    if params and not query_name:
+        raise click.UsageError("-p sets parameters of --query; give --query NAME")
+    fmt = fmt if fmt == NEURONPEDIA else format_for(out, fmt)
     with _open(store) as circuit_store:
-        graph = circuit_store.to_networkx(circuit_id, node_threshold=node_threshold, edge_threshold=edge_threshold)
+        bundle = circuit_store.read_circuit(circuit_id)
+        graph = bundle_to_networkx(bundle, node_threshold=node_threshold, edge_threshold=edge_threshold)
+        if query_name:
+            from sfc_graph.cli.query_cmds import _typed_params
+
+            typed = _typed_params(query_name, params)
+            if _declares(query_name, "circuit"):
+                typed.setdefault("circuit", circuit_id)
+            graph = subgraph_of(graph, circuit_store.query(query_name, **typed))
+    if fmt == NEURONPEDIA:
+        from sfc_graph.interop.attribution_graph import graph_to_attribution_json, write_attribution_graph
+
+        document = graph_to_attribution_json(graph, bundle.manifest, slug=slug)
+        path = write_attribution_graph(document, out)
+        click.echo(f"wrote {path} and {out / 'graph-metadata.json'} (neuronpedia, {graph.number_of_nodes():,} "
+                   f"nodes, {graph.number_of_edges():,} edges); view: serve {out} with circuit-tracer's viewer")
+        return
     write_graph(graph, out, fmt)
     click.echo(f"wrote {out} ({fmt}, {graph.number_of_nodes():,} nodes, {graph.number_of_edges():,} edges)")
+
+
+def _declares(query_name: str, param: str) -> bool:
+    from sfc_graph.queries import get_query
+
+    return any(p.name == param for p in get_query(query_name).params)
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)

@@ -19,6 +19,9 @@ fi
 # torch first and pinned: an unpinned torch (asked for by transformer-lens) would download GBs of CUDA.
 .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}"
 .venv/bin/python -m pip install --quiet -e ".[test]"
+# circuit-tracer's viewer models and local server, for the interop tests (tests/test_interop_attribution_graph.py);
+# without its dependencies (torch/transformers/nnsight): the tests load only its standard-library and pydantic files.
+.venv/bin/python -m pip install --quiet --no-deps "circuit-tracer==0.5.0"
 
 if ! command -v dot >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
