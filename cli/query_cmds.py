@@ -2,62 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import click
 import polars as pl
 
-from sfc_graph.errors import QueryError
+# The keyword fence lives with the engine's fence in the store layer; re-exported for older imports.
+from sfc_graph.store.read_only import READ_PROCEDURES, WRITE_KEYWORDS, write_clause  # noqa: F401
 
 from .options import format_option, param_option, parse_param_value, store_option
 from .output import FORMATS, emit, out_option
-
-# Clauses that change a database (or its files, users, settings) in LadybugDB's or Neo4j's Cypher.
-WRITE_KEYWORDS = (
-    "CREATE", "MERGE", "SET", "DELETE", "DETACH", "REMOVE", "DROP", "COPY", "LOAD", "ALTER", "INSTALL",
-    "UNINSTALL", "ATTACH", "EXPORT", "IMPORT", "CHECKPOINT", "BEGIN", "COMMIT", "ROLLBACK", "FOREACH",
-    "GRANT", "REVOKE", "DENY",
-)
-# Procedures a read-only `CALL name(...)` may name: catalogue look-ups of both engines. Anything else
-# (which could write, e.g. apoc.*, or change settings) needs --write. `CALL { ... }` subqueries are fine:
-# their clauses are checked like the rest.
-READ_PROCEDURES = (
-    "show_tables", "table_info", "show_connection", "db_version", "current_setting", "show_functions",
-    "show_indexes", "show_warnings", "show_macros", "show_projected_graphs", "show_attached_databases",
-    "db.labels", "db.relationshiptypes", "db.propertykeys", "db.schema.visualization", "db.schema.nodetypeproperties",
-    "db.schema.reltypeproperties", "db.info", "dbms.components",
-)
-
-_STRIP = re.compile(
-    r"""'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|`[^`]*`|//[^\n]*|/\*.*?\*/""", re.DOTALL
-)
-
-
-def write_clause(cypher: str) -> str | None:
-    """The first clause in ``cypher`` that would modify the store, or None for a read-only statement.
-
-    Strings, quoted names and comments are blanked first; property keys (``n.set``), parameters
-    (``$delete``) and map keys (``{create: 1}``) are not clauses.
-    """
-    text = _STRIP.sub(lambda m: " " * len(m.group(0)), cypher)
-    for match in re.finditer(r"[A-Za-z_][A-Za-z0-9_.]*", text):
-        word = match.group(0)
-        before = text[: match.start()].rstrip()[-1:]
-        after = text[match.end():].lstrip()[:1]
-        if before in (".", "$") or after == ":":
-            continue
-        upper = word.upper()
-        if upper in WRITE_KEYWORDS:
-            return upper
-        if upper == "CALL":
-            rest = text[match.end():].lstrip()
-            if rest.startswith("{"):
-                continue
-            name = re.match(r"[A-Za-z_][A-Za-z0-9_.]*", rest)
-            if not name or name.group(0).lower() not in READ_PROCEDURES:
-                return f"CALL {name.group(0) if name else ''}".strip()
-    return None
 
 
 def _list_frame() -> pl.DataFrame:
@@ -143,16 +97,14 @@ def cypher(statement: str, params, store: str, fmt: str, out: str | None, write:
     """
     from sfc_graph.store import open_store
 
-    if not write:
-        clause = write_clause(statement)
-        if clause:
-            raise QueryError(
-                f"refused: the statement contains {clause}, which can modify the store; "
-                "sfc cypher is read-only unless you pass --write"
-            )
+    from sfc_graph.store.read_only import refuse_write_clause, require_bound
+
     values = {key: parse_param_value(text) for key, text in params}
+    require_bound(statement, values)  # before opening the store: a missing -p is the user's to fix
+    if not write:
+        refuse_write_clause(statement)
     with open_store(store, read_only=not write, create=False) as opened:
-        result = opened.run(statement, values)
+        result = opened.run(statement, values) if write else opened.run_read_only(statement, values)
     emit(result, fmt, out)
 
 

@@ -152,6 +152,22 @@ class BaseStore:
         edges = _typed(edges, EDGE_COLUMNS).sort("src", "src_position", "dst", "dst_position")
         return Bundle(manifest=manifest, nodes=nodes, edges=edges)
 
+    def run_read_only(self, cypher: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run Cypher from a user (a shell, a browser) that must not change anything or touch files.
+
+        Two fences: the engine's own verdict on the statement (:meth:`check_read_only`: LadybugDB's plan,
+        Neo4j's read transaction and query type), then the keyword filter of
+        :func:`sfc_graph.store.read_only.write_clause`. Either refuses with a :class:`QueryError`.
+        """
+        from .read_only import refuse_write_clause
+
+        self.check_read_only(cypher, params)
+        refuse_write_clause(cypher)
+        return self.run(cypher, params)
+
+    def check_read_only(self, cypher: str, params: dict[str, Any] | None = None) -> None:  # pragma: no cover
+        raise NotImplementedError
+
     def query(self, name: str, **params: Any) -> pl.DataFrame:
         """Run a named query from the library in ``queries/`` with ``params``."""
         from ..queries import run_query

@@ -11,23 +11,36 @@ ever hands us new shared nodes.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
+import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import polars as pl
 
 from ..errors import QueryError, StoreError
 from ..graph import ANNOTATION_LABELS, NODE_LABELS, REL_TYPES, CircuitRows
 from .base import BaseStore, Progress
+from .ladybug_health import (
+    DB_FILE,
+    MARKER_FILE,
+    STORE_FORMAT,
+    check_database_file,
+    engine_error,
+    is_lock_held,
+    is_post_commit_failure,
+    is_recovery_pending,
+    lost_data,
+    read_marker,
+    unfinished_creation,
+    write_marker,
+)
+from .read_only import ladybug_plan, ladybug_plan_verdict, require_bound
 
 log = logging.getLogger(__name__)
 
-DB_FILE = "graph.lbdb"
-MARKER_FILE = "sfc-store.json"
-STORE_FORMAT = 1
+RECOVERY_WAIT_S = 10.0  # how long a reader waits for another process's checkpoint before giving up
 
 
 def schema_ddl() -> list[str]:
@@ -56,39 +69,129 @@ class LadybugStore(BaseStore):
         self.read_only = read_only
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.path} is a file; an embedded store is a directory (give a new or existing store directory)")
-        marker = self.path / MARKER_FILE
-        if not marker.exists():
+        # Identity and health before the engine touches anything: a marked store must still have its data.
+        marked = (self.path / MARKER_FILE).exists() or (self.path / MARKER_FILE).is_symlink()
+        if marked:
+            read_marker(self.path)
+            check_database_file(self.path)
+        else:
             if not create or read_only:
                 raise StoreError(f"no circuit store at {self.path}; create one with `sfc load BUNDLE --store {self.path}`")
-            if self.path.exists() and any(self.path.iterdir()):
+            if self.path.exists() and any(self.path.iterdir()) and not unfinished_creation(self.path):
                 raise StoreError(f"{self.path} is a non-empty directory that is not a circuit store; choose another --store")
-            self.path.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"format": STORE_FORMAT, "engine": "ladybug", "schema": "sfc-graph/1"}) + "\n")
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store at {self.path}: {exc.strerror or exc}") from None
         self._open()
-        if not read_only:
-            for ddl in schema_ddl():
-                self._conn.execute(ddl)
+        try:
+            self._check_tables(new=not marked)
+            if not read_only:
+                for ddl in schema_ddl():
+                    self._execute(ddl, doing="create the tables of")
+            if not marked:
+                write_marker(self.path)  # last: a marker means the tables were there
+        except OSError as exc:
+            self.close()
+            raise StoreError(f"cannot create the store at {self.path}: {exc.strerror or exc}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_tables(self, *, new: bool) -> None:
+        """A store that once had its tables must still have them; a new one must not hold circuits."""
+        tables = set(self._conn.execute("CALL show_tables() RETURN name").get_as_pl()["name"].to_list())
+        if new:
+            if "Circuit" in tables and self._conn.execute("MATCH (c:Circuit) RETURN count(c)").get_as_pl().item():
+                raise StoreError(f"{self.path} holds a circuit database but no {MARKER_FILE}; it is not a store this "
+                                 "sfc-graph created (or its marker was deleted): choose another --store")
+            return
+        if "Circuit" not in tables:
+            what = "its database holds none of the store's tables" if not tables else \
+                "its database has lost the Circuit table"
+            raise lost_data(self.path, f"{what} (the file {DB_FILE} was truncated, overwritten or replaced)")
+
+    def _execute(self, cypher: str, params: dict[str, Any] | None = None, *, doing: str = "write to"):
+        try:
+            return self._conn.execute(cypher, params or {})
+        except RuntimeError as exc:
+            raise engine_error(exc, self.path, doing=doing) from None
 
     def _open(self) -> None:
         try:
-            self._db = self._ladybug.Database(str(self.path / DB_FILE), read_only=self.read_only)
-            self._conn = self._ladybug.Connection(self._db)
+            self._connect(read_only=self.read_only)
         except RuntimeError as exc:
-            raise StoreError(f"cannot open the store at {self.path}: {_first_line(exc)}") from None
+            if self.read_only and is_recovery_pending(exc):
+                self._recover_then_open()
+                return
+            raise engine_error(exc, self.path, doing="open") from None
+
+    def _connect(self, *, read_only: bool) -> None:
+        self._db = self._ladybug.Database(str(self.path / DB_FILE), read_only=read_only)
+        self._conn = self._ladybug.Connection(self._db)
+
+    def _recover_then_open(self) -> None:
+        """A reader found a checkpoint to finish. If no process holds the write lock, a write that was
+        interrupted (killed, full disk) left it: finish it by opening read-write once, so that readers are
+        never locked out until some write command runs. If another process holds the lock it is
+        checkpointing right now: wait for it."""
+        deadline = time.monotonic() + RECOVERY_WAIT_S
+        while True:
+            try:
+                self._connect(read_only=False)  # recovery runs on open
+                self.close()
+                self._connect(read_only=True)
+                log.info("finished an interrupted checkpoint of the store at %s", self.path)
+                return
+            except RuntimeError as exc:
+                self.close()
+                if not (is_lock_held(exc) or is_recovery_pending(exc)) or time.monotonic() > deadline:
+                    raise engine_error(exc, self.path, doing="open") from None
+            try:
+                self._connect(read_only=True)
+                return
+            except RuntimeError as exc:
+                self.close()
+                if not is_recovery_pending(exc) or time.monotonic() > deadline:
+                    raise engine_error(exc, self.path, doing="open") from None
+            time.sleep(0.2)
 
     def close(self) -> None:
-        if getattr(self, "_conn", None) is not None:
-            self._conn.close()
-            self._db.close()
-            self._conn = self._db = None
+        conn, db = getattr(self, "_conn", None), getattr(self, "_db", None)
+        self._conn = self._db = None
+        if conn is not None:
+            conn.close()
+        if db is not None:
+            db.close()
 
     def run(self, cypher: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+        if self._conn is None:
+            raise StoreError(f"the store at {self.path} is closed")
+        require_bound(cypher, params)  # the engine would run it and answer "no rows"
         try:
             result = self._conn.execute(cypher, params or {})
             frame = result.get_as_pl()
         except RuntimeError as exc:
+            if is_lock_held(exc) or "IO exception" in str(exc):
+                raise engine_error(exc, self.path, doing="read") from None
             raise QueryError(f"the embedded store refused the query: {_first_line(exc)}") from None
+        except (TypeError, ValueError, OverflowError) as exc:  # a parameter the engine cannot bind (-p k 1e29)
+            raise QueryError(f"the embedded store cannot take a parameter of this query: {_first_line(exc)}") from None
         return frame
+
+    def check_read_only(self, cypher: str, params: dict[str, Any] | None = None) -> None:
+        """The engine's verdict: every operator of the statement's plan only reads the database."""
+        if self._conn is None:
+            raise StoreError(f"the store at {self.path} is closed")
+        require_bound(cypher, params)
+        try:
+            plan = ladybug_plan(self._conn, cypher, params)
+        except RuntimeError as exc:
+            raise QueryError(f"the embedded store refused the query: {_first_line(exc)}") from None
+        operator = ladybug_plan_verdict(plan)
+        if operator:
+            raise QueryError(f"refused: the engine plans this statement with {operator}, which is not a read of "
+                             "the store (read-only Cypher may not write, read files or load extensions)")
 
     def _write_rows(self, rows: CircuitRows, progress: Progress | None) -> None:
         steps: list[tuple[str, pl.DataFrame, str]] = []
@@ -99,7 +202,8 @@ class LadybugStore(BaseStore):
             steps.append((name, frame, f" (from='{src}', to='{dst}')"))
         total = sum(frame.height for _, frame, _ in steps)
         done = 0
-        with self._transaction():
+        circuit_ids = rows.nodes["Circuit"]["id"].to_list() if "Circuit" in rows.nodes else []
+        with self._transaction(verify=lambda: all(self.has_circuit(c) for c in circuit_ids)):
             for table, frame, options in steps:
                 if frame.height == 0:
                     continue
@@ -118,21 +222,38 @@ class LadybugStore(BaseStore):
                 self._conn.execute(text, used)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
+    def _transaction(self, verify: Callable[[], bool] | None = None) -> Iterator[None]:
+        """All of the block or none of it. ``verify()`` says whether the block's writes are in the store; it
+        settles the one ambiguous failure, a commit whose checkpoint failed (e.g. on a full disk)."""
         if self.read_only:
             raise StoreError(f"the store at {self.path} is open read-only")
-        self._conn.execute("BEGIN TRANSACTION")
+        self._execute("BEGIN TRANSACTION")
         try:
             yield
-        except BaseException:
+            self._conn.execute("COMMIT")
+        except BaseException as exc:
+            committed = is_post_commit_failure(exc)
+            if not committed:
+                with contextlib.suppress(RuntimeError):
+                    self._conn.execute("ROLLBACK")
+            # See the module docstring: never COPY again into a Database object after a rollback. Reopening
+            # read-write also finishes a checkpoint the failure left pending, so readers are not locked out.
+            self.close()
             try:
-                self._conn.execute("ROLLBACK")
-            finally:
-                # See the module docstring: never COPY again into a Database object after a rollback.
-                self.close()
                 self._open()
+            except StoreError as reopen_error:
+                log.warning("could not reopen the store after a failed write: %s", reopen_error)
+            if committed and verify is not None and self._conn is not None:
+                if verify():
+                    log.warning("the store at %s committed the write but its checkpoint failed; recovery "
+                                "completed it (%s)", self.path, _first_line(exc))
+                    return
+            if isinstance(exc, RuntimeError):
+                error = engine_error(exc, self.path, doing="write to")
+                kept = ("nothing of this write was kept, the store holds what it held before" if not committed
+                        or verify is not None else "check with `sfc circuits` whether this write was kept")
+                raise type(error)(f"{error}; {kept}") from None
             raise
-        self._conn.execute("COMMIT")
 
 
 def _first_line(exc: BaseException) -> str:

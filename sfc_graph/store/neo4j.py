@@ -48,7 +48,9 @@ logging.getLogger("neo4j.pool").addFilter(_not_routing_failure)
 
 BATCH_ROWS = 20_000
 CONNECTION_TIMEOUT_S = 5.0  # a dead or unreachable server fails fast
-ACQUISITION_TIMEOUT_S = 30.0
+# The Bolt handshake runs under this deadline: a server that accepts and never answers must fail about as
+# fast as one that refuses (one session at a time, so a short wait for a pooled connection is enough).
+ACQUISITION_TIMEOUT_S = CONNECTION_TIMEOUT_S + 1.0
 MAX_RETRY_TIME_S = 15.0  # transient errors (e.g. deadlocks between concurrent loads) are retried this long
 
 # Properties matched on besides the label keys (which have uniqueness constraints, and so indexes, of their
@@ -282,6 +284,17 @@ class Neo4jStore(BaseStore):
 
         keys, rows = self._session_call("read" if self.read_only else "write", work, doing="query")
         return _frame(keys, rows)
+
+    def check_read_only(self, cypher: str, params: dict[str, Any] | None = None) -> None:
+        """The server's verdict: the statement's query type from EXPLAIN (nothing runs) must be a read;
+        :meth:`run` on a read-only store then runs it in a read transaction, which the server enforces."""
+
+        def work(tx):
+            return tx.run("EXPLAIN " + cypher, params or {}).consume().query_type
+
+        query_type = self._session_call("read", work, doing="query")
+        if query_type != "r":
+            raise QueryError(f"refused: Neo4j classifies this statement as {query_type!r}, not a read ('r')")
 
     def _write_rows(self, rows: CircuitRows, progress: Progress | None) -> None:
         self._require_writable()
