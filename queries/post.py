@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from . import node_label
+from .. import naming
 
 PostStep = Callable[[list[pl.DataFrame], dict[str, Any], dict[str, Any]], pl.DataFrame]
 
@@ -40,7 +40,7 @@ def _ranked_paths(nodes: pl.DataFrame, edges: pl.DataFrame, anchor_uids: list[st
     if edges.height == 0:
         return pl.DataFrame(schema=PATH_SCHEMA)
     keys = nodes["key"].to_list()
-    labels = dict(zip(keys, map(node_label, nodes["node_id"].to_list(), nodes["position"].to_list())))
+    labels = dict(zip(keys, map(naming.node_key, nodes["node_id"].to_list(), nodes["position"].to_list())))
     wanted = set(anchor_uids)
     anchors = [key for key, uid in zip(keys, nodes["uid"].to_list()) if uid in wanted]
     # Walk against the direction of the paths' growth: upstream paths grow at their source end.

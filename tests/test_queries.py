@@ -226,9 +226,9 @@ def test_circuit_diff(qstore, bundles, a, b, min_effect):
     ("positions", "output", 0.0), ("positions", "output@2", 0.0), ("positions", "embed/err@0", 0.0),
 ])
 def test_neighborhood(qstore, bundles, circuit, node, min_weight):
-    from sfc_graph.queries import split_node_ref
+    from sfc_graph.naming import parse_node_key
 
-    node_id, position = split_node_ref(node)
+    node_id, position = parse_node_key(node)
     got = qstore.query("neighborhood", circuit=circuit, node=node, min_weight=min_weight)
     expected = oracle.neighborhood(bundles[circuit], node_id, position, min_weight)
     assert_rows_close(rows(got), expected)

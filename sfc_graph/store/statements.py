@@ -1,7 +1,7 @@
 """The store's own Cypher statements, read from the ``.cypher`` files beside this module.
 
 A file holds one statement, or several separated by a line holding only ``;`` (run in order, in one
-transaction). ``//`` comment lines are kept out of the text sent to the database.
+transaction). Parsed by :mod:`sfc_graph.cypher_files`, as the query library is.
 """
 
 from __future__ import annotations
@@ -9,19 +9,12 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 
+from ..cypher_files import read_statements
+
 
 @lru_cache(maxsize=None)
 def statements(name: str) -> tuple[str, ...]:
-    text = resources.files(__package__).joinpath("cypher", f"{name}.cypher").read_text(encoding="utf-8")
-    parts, current = [], []
-    for line in text.splitlines():
-        if line.strip() == ";":
-            parts.append(current)
-            current = []
-        elif not line.lstrip().startswith("//"):
-            current.append(line)
-    parts.append(current)
-    return tuple("\n".join(p).strip() for p in parts if "\n".join(p).strip())
+    return read_statements(resources.files(__package__).joinpath("cypher", f"{name}.cypher").read_text(encoding="utf-8"))
 
 
 def statement(name: str) -> str:
