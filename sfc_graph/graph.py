@@ -72,6 +72,9 @@ NODE_LABELS: tuple[NodeLabel, ...] = (
     NodeLabel("Output", "id", (("id", STRING), ("model", STRING)), shared=True),
     # An attention head of a model (id: sfc_graph.head_ids.head_identity), shared by every circuit that uses it.
     NodeLabel("Head", "id", (("id", STRING), ("model", STRING), ("layer", INT64), ("head", INT64)), shared=True),
+    # A vocabulary entry of a model (id: naming.model_node_identity(model, naming.token_id(t))): an input token of a
+    # transcoder circuit, and the far end of de-embedding / logit-lens weights.
+    NodeLabel("Token", "id", (("id", STRING), ("model", STRING), ("token", INT64), ("text", STRING)), shared=True),
     NodeLabel("Task", "name", (("name", STRING),), shared=True),
     NodeLabel(
         "Circuit",
@@ -107,14 +110,17 @@ NODE_LABELS: tuple[NodeLabel, ...] = (
             ("effect", DOUBLE),
             ("feature", STRING),  # global Feature id; null for error and output nodes
             ("identity", STRING),  # id of the shared Feature / ErrorNode / Output node
+            ("activation", DOUBLE),  # the node's activation where the method records one (transcoder-paths); else null
         ),
         shared=False,
     ),
 )
 
-SHARED_TARGETS = (("Circuit", "Feature"), ("Circuit", "ErrorNode"), ("Circuit", "Output"), ("Circuit", "Head"))
+SHARED_TARGETS = (
+    ("Circuit", "Feature"), ("Circuit", "ErrorNode"), ("Circuit", "Output"), ("Circuit", "Head"), ("Circuit", "Token")
+)
 REL_TYPES: tuple[RelType, ...] = (
-    RelType("OF_MODEL", (("Dictionary", "Model"), ("Output", "Model"), ("Head", "Model"))),
+    RelType("OF_MODEL", (("Dictionary", "Model"), ("Output", "Model"), ("Head", "Model"), ("Token", "Model"))),
     RelType("IN_DICTIONARY", (("Feature", "Dictionary"), ("ErrorNode", "Dictionary"))),
     RelType("FOR_TASK", (("Circuit", "Task"),)),
     RelType("ON_MODEL", (("Circuit", "Model"),)),
@@ -123,9 +129,18 @@ REL_TYPES: tuple[RelType, ...] = (
     RelType("HAS_NODE", (("Circuit", "CircuitNode"),)),
     RelType(
         "INSTANCE_OF",
-        (("CircuitNode", "Feature"), ("CircuitNode", "ErrorNode"), ("CircuitNode", "Output"), ("CircuitNode", "Head")),
+        (("CircuitNode", "Feature"), ("CircuitNode", "ErrorNode"), ("CircuitNode", "Output"), ("CircuitNode", "Head"),
+         ("CircuitNode", "Token")),
     ),
-    RelType("EDGE", (("CircuitNode", "CircuitNode"),), (("circuit", STRING), ("weight", DOUBLE))),
+    # weight_invariant: the input-invariant factor of the weight where the method has one (transcoder-paths)
+    RelType("EDGE", (("CircuitNode", "CircuitNode"),), (("circuit", STRING), ("weight", DOUBLE),
+                                                        ("weight_invariant", DOUBLE))),
+    # The weight graph of a model and its dictionaries (ingest/weights.py), between shared nodes and outside any
+    # circuit: kind resid | ov (Feature -> Feature), embed | embed_ov (Token -> Feature), logit (Feature -> Token);
+    # via is the Head id for ov / embed_ov (else null); rank 1 = the strongest of its kind into (or, for logit, out
+    # of) the feature; graph is the WeightGraph id.
+    RelType("WEIGHT", (("Feature", "Feature"), ("Token", "Feature"), ("Feature", "Token")),
+            (("graph", STRING), ("kind", STRING), ("via", STRING), ("weight", DOUBLE), ("rank", INT64))),
     # Records written outside circuit rows (ingest/shift.py, ingest/sae_scores.py; see RECORD_LABELS below).
     RelType("INTERVENES_ON", (("Intervention", "Circuit"),)),
     RelType("ABLATES", (("Intervention", "Feature"),), (("judgement", STRING), ("reason", STRING), ("effect", DOUBLE))),
@@ -136,6 +151,14 @@ REL_TYPES: tuple[RelType, ...] = (
 # latent has one whether or not a circuit uses it, loads never write it, and deleting the last circuit that
 # uses a feature keeps its label. Not part of a circuit's rows.
 ANNOTATION_LABELS: tuple[NodeLabel, ...] = (
+    # One computed weight graph (ingest/weights.py): its manifest (settings, LayerNorm convention, dictionaries).
+    NodeLabel(
+        "WeightGraph",
+        "id",
+        (("id", STRING), ("model", STRING), ("n_feature_edges", INT64), ("n_token_edges", INT64),
+         ("created_at", STRING), ("manifest", STRING)),
+        shared=False,
+    ),
     NodeLabel(
         "FeatureInfo",
         "id",
@@ -207,7 +230,8 @@ ANNOTATION_LABELS: tuple[NodeLabel, ...] = (
 )
 LABELS = {label.name: label for label in NODE_LABELS + ANNOTATION_LABELS}
 RELS = {rel.name: rel for rel in REL_TYPES}
-KIND_LABEL = {"feature": "Feature", "error": "ErrorNode", "output": "Output", HEAD_KIND: "Head"}
+KIND_LABEL = {"feature": "Feature", "error": "ErrorNode", "output": "Output", HEAD_KIND: "Head", naming.TOKEN: "Token",
+              naming.LOGIT: "Output"}
 
 
 @dataclass(frozen=True)
@@ -243,7 +267,8 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
         pl.lit(cid).alias("circuit"),
     )
     nodes = nodes.with_columns(
-        pl.when(pl.col("kind") == "feature").then(pl.col("identity")).otherwise(None).alias("feature")
+        pl.when(pl.col("kind") == "feature").then(pl.col("identity")).otherwise(None).alias("feature"),
+        _optional(nodes, "activation", pl.Float64),
     )
 
     dict_rows = pl.DataFrame(
@@ -260,8 +285,9 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
     ).unique("id", keep="first", maintain_order=True)
     features = nodes.filter(pl.col("kind") == "feature")
     errors = nodes.filter(pl.col("kind") == "error")
-    outputs = nodes.filter(pl.col("kind") == "output")
+    outputs = nodes.filter(pl.col("kind").is_in([k for k, label in KIND_LABEL.items() if label == "Output"]))
     heads = nodes.filter(pl.col("kind") == HEAD_KIND)
+    tokens = nodes.filter(pl.col("kind") == naming.TOKEN)
 
     node_tables = {
         "Model": pl.DataFrame({"id": [model]}),
@@ -272,9 +298,15 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
         "ErrorNode": errors.select(pl.col("identity").alias("id"), "dictionary", "site", "layer").unique(
             "id", maintain_order=True
         ),
-        "Output": pl.DataFrame({"id": [naming.output_identity(model)], "model": [model]}).head(min(1, outputs.height)),
+        "Output": outputs.select(pl.col("identity").alias("id"), pl.lit(model).alias("model")).unique(
+            "id", maintain_order=True
+        ),
         "Head": heads.select(
             pl.col("identity").alias("id"), pl.lit(model).alias("model"), "layer", pl.col("index").alias("head")
+        ).unique("id", maintain_order=True),
+        "Token": tokens.select(
+            pl.col("identity").alias("id"), pl.lit(model).alias("model"), pl.col("index").alias("token"),
+            (pl.col("text") if "text" in tokens.columns else pl.lit(None, dtype=pl.String)).alias("text"),
         ).unique("id", maintain_order=True),
         "Task": pl.DataFrame({"name": [bundle.task]}),
         "Circuit": pl.DataFrame(
@@ -309,12 +341,18 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
         naming.instance_uid_expr(cid, pl.col("dst"), pl.col("dst_position")).alias("to"),
         pl.lit(cid).alias("circuit"),
         pl.col("weight"),
+        _optional(bundle.edges, "weight_invariant", pl.Float64),
     )
-    by_kind = {kind: nodes.filter(pl.col("kind") == kind) for kind in KIND_LABEL}
+    # Several kinds may share a label (output and logit nodes are both Outputs): group by label.
+    by_label = {
+        label: nodes.filter(pl.col("kind").is_in([k for k, other in KIND_LABEL.items() if other == label]))
+        for label in dict.fromkeys(KIND_LABEL.values())
+    }
     rels: dict[tuple[str, str, str], pl.DataFrame] = {
         ("OF_MODEL", "Dictionary", "Model"): dict_rows.select(pl.col("id").alias("from"), pl.lit(model).alias("to")),
         ("OF_MODEL", "Output", "Model"): node_tables["Output"].select(pl.col("id").alias("from"), pl.col("model").alias("to")),
         ("OF_MODEL", "Head", "Model"): node_tables["Head"].select(pl.col("id").alias("from"), pl.col("model").alias("to")),
+        ("OF_MODEL", "Token", "Model"): node_tables["Token"].select(pl.col("id").alias("from"), pl.col("model").alias("to")),
         ("IN_DICTIONARY", "Feature", "Dictionary"): node_tables["Feature"].select(
             pl.col("id").alias("from"), pl.col("dictionary").alias("to")
         ),
@@ -331,8 +369,7 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
         ("HAS_NODE", "Circuit", "CircuitNode"): nodes.select(pl.lit(cid).alias("from"), pl.col("uid").alias("to")),
         ("EDGE", "CircuitNode", "CircuitNode"): edges,
     }
-    for kind, label in KIND_LABEL.items():
-        frame = by_kind[kind]
+    for label, frame in by_label.items():
         rels[("CONTAINS", "Circuit", label)] = frame.select(
             pl.lit(cid).alias("from"), pl.col("identity").alias("to"), "effect", "position"
         )
@@ -364,6 +401,11 @@ def shared_rel_owner(rel_key: tuple[str, str, str]) -> str | None:
 
 def _polars_type(cypher_type: str) -> pl.DataType:
     return {STRING: pl.String, INT64: pl.Int64, DOUBLE: pl.Float64, STRING_LIST: pl.List(pl.String)}[cypher_type]
+
+
+def _optional(frame: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
+    """An optional bundle column (the contract lets producers add columns), null where a bundle lacks it."""
+    return (pl.col(column) if column in frame.columns else pl.lit(None)).cast(dtype).alias(column)
 
 
 def _int_or_none(value) -> int | None:

@@ -14,4 +14,6 @@ UNWIND $keys AS key MATCH (n:Output {id: key}) RETURN n.id AS key
 ;
 UNWIND $keys AS key MATCH (n:Head {id: key}) RETURN n.id AS key
 ;
+UNWIND $keys AS key MATCH (n:Token {id: key}) RETURN n.id AS key
+;
 UNWIND $keys AS key MATCH (n:Task {name: key}) RETURN n.name AS key

@@ -5,6 +5,7 @@ UNION ALL OPTIONAL MATCH (n:Feature) RETURN 'node' AS what, 'Feature' AS name, c
 UNION ALL OPTIONAL MATCH (n:ErrorNode) RETURN 'node' AS what, 'ErrorNode' AS name, count(n) AS count
 UNION ALL OPTIONAL MATCH (n:Output) RETURN 'node' AS what, 'Output' AS name, count(n) AS count
 UNION ALL OPTIONAL MATCH (n:Head) RETURN 'node' AS what, 'Head' AS name, count(n) AS count
+UNION ALL OPTIONAL MATCH (n:Token) RETURN 'node' AS what, 'Token' AS name, count(n) AS count
 UNION ALL OPTIONAL MATCH (n:Task) RETURN 'node' AS what, 'Task' AS name, count(n) AS count
 UNION ALL OPTIONAL MATCH (n:Circuit) RETURN 'node' AS what, 'Circuit' AS name, count(n) AS count
 UNION ALL OPTIONAL MATCH (n:CircuitNode) RETURN 'node' AS what, 'CircuitNode' AS name, count(n) AS count
@@ -17,3 +18,4 @@ UNION ALL OPTIONAL MATCH ()-[r:CONTAINS]->() RETURN 'relationship' AS what, 'CON
 UNION ALL OPTIONAL MATCH ()-[r:HAS_NODE]->() RETURN 'relationship' AS what, 'HAS_NODE' AS name, count(r) AS count
 UNION ALL OPTIONAL MATCH ()-[r:INSTANCE_OF]->() RETURN 'relationship' AS what, 'INSTANCE_OF' AS name, count(r) AS count
 UNION ALL OPTIONAL MATCH ()-[r:EDGE]->() RETURN 'relationship' AS what, 'EDGE' AS name, count(r) AS count
+UNION ALL OPTIONAL MATCH ()-[r:WEIGHT]->() RETURN 'relationship' AS what, 'WEIGHT' AS name, count(r) AS count
