@@ -41,6 +41,7 @@ COMMANDS = {
     "weights": "weights_cmds:weights",
     "shift": "shift_cmds:shift",
     "eval": "eval_cmds:eval_group",
+    "heads": "heads_cmds:heads",
 }
 
 
