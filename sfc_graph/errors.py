@@ -41,6 +41,22 @@ class TaskError(ComputeError):
     """A task file is missing, empty or inconsistent with the tokenizer."""
 
 
+class ExportError(SfcError):
+    """A graph cannot be exported as asked, or a query result names no node of the circuit."""
+
+
+class ReportError(SfcError):
+    """A comparison report cannot be built from what was asked."""
+
+
+class DiagramError(SfcError):
+    """A circuit diagram cannot be drawn as asked."""
+
+
+class GraphvizMissing(DiagramError):
+    """Graphviz's ``dot`` program is not installed."""
+
+
 class ZooError(SfcError):
     """The toy zoo's artefacts are missing or fail their quality bars."""
 

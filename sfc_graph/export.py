@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 import networkx as nx
 import polars as pl
 
-from .bundle import Bundle
-from .errors import SfcError
 from . import naming
+from .bundle import Bundle
+from .errors import ExportError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store.base import BaseStore
@@ -52,10 +52,6 @@ GRAPH_ATTRIBUTES = ("task", "model", "method", "metric", "aggregation")
 # Columns of a query result that name nodes of one circuit, and how.
 NODE_COLUMNS = ("node_id", "node", "other", "source", "target")
 EDGE_COLUMN_PAIRS = (("src", "dst"), ("source", "target"))
-
-
-class ExportError(SfcError):
-    """A graph cannot be exported as asked, or a query result names no node of the circuit."""
 
 
 def node_key(graph: nx.DiGraph, node_id: str, position: int) -> str:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import polars as pl
 
-from ..errors import CircuitNotFound, SfcError
+from ..errors import CircuitNotFound, ReportError
 from ..sites import Site
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,10 +35,6 @@ MAX_SHARED_ROWS = 25  # shared features listed in the table
 MAX_MATRIX_CIRCUITS = 8  # beyond this the shared-features table lists effects, not one column per circuit
 FAITHFUL_ENOUGH = 0.8  # the summary reports the smallest stored circuit reaching this faithfulness
 DPI = 120
-
-
-class ReportError(SfcError):
-    """A comparison report cannot be built from what was asked."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import networkx as nx
 
-from ..errors import SfcError
+from ..errors import DiagramError, GraphvizMissing
 from ..sites import Site
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,14 +35,6 @@ ROW_PREFIX = "__row__"
 GRAPHVIZ_MISSING = ("drawing a circuit needs Graphviz's `dot` program, which is not installed: install it with "
                     "`apt-get install graphviz` (Debian/Ubuntu), `brew install graphviz` (macOS) or "
                     "`conda install graphviz`")
-
-
-class GraphvizMissing(SfcError):
-    """Graphviz's ``dot`` program is not installed."""
-
-
-class DiagramError(SfcError):
-    """A diagram cannot be drawn as asked."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +91,7 @@ def draw_graph(graph: nx.DiGraph, out_path: str | Path, *, max_nodes: int = MAX_
     fmt = diagram_format(out_path)
     require_graphviz()
     if max_nodes < 1 or max_edges < 0:
-        raise DiagramError("--max-nodes must be at least 1 and --max-edges at least 0")
+        raise DiagramError("a diagram needs max_nodes >= 1 and max_edges >= 0")
     shown = _pick_nodes(graph, max_nodes)
     edges = sorted(((u, v, d["weight"]) for u, v, d in graph.edges(data=True) if u in shown and v in shown),
                    key=lambda e: -abs(e[2]))
