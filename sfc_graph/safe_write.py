@@ -120,12 +120,30 @@ def staged_directory(out: str | os.PathLike[str], *, replace: bool) -> Iterator[
     try:
         yield staging
         _swap_in(staging, out, replace=replace)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DestinationError(f"{out}: not written ({describe_os_error(exc)}); nothing was changed there") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        os_error = as_os_error(exc)
+        if os_error is None:
+            raise
+        raise DestinationError(f"{out}: not written ({describe_os_error(os_error)}); nothing was changed there") from None
+
+
+_OS_ERROR_TEXT = re.compile(r"\(os error (\d+)\)")
+
+
+def as_os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: itself, or one that a library (polars, pyarrow) reported in words."""
+    if isinstance(exc, OSError):
+        return exc
+    if not isinstance(exc, Exception) or isinstance(exc, SfcError):
+        return None
+    match = _OS_ERROR_TEXT.search(str(exc))
+    if match:
+        code = int(match.group(1))
+        return OSError(code, os.strerror(code))
+    if "No space left on device" in str(exc):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return None
 
 
 def _swap_in(staging: Path, out: Path, *, replace: bool) -> None:
@@ -247,5 +265,5 @@ def strict_loads(text: str) -> Any:
     return json.loads(text, parse_constant=_refuse_constant)
 
 
-__all__ = ["DestinationError", "check_destination", "check_file_destination", "staged_directory",
+__all__ = ["DestinationError", "as_os_error", "check_destination", "check_file_destination", "staged_directory",
            "clean_leftovers", "describe_os_error", "strict_json", "strict_loads", "non_finite_fields"]

@@ -132,29 +132,43 @@ class LadybugStore(BaseStore):
 
     def _recover_then_open(self) -> None:
         """A reader found a checkpoint to finish. If no process holds the write lock, a write that was
-        interrupted (killed, full disk) left it: finish it by opening read-write once, so that readers are
+        interrupted (killed, full disk) left it: open read-write once, which finishes it, so that readers are
         never locked out until some write command runs. If another process holds the lock it is
-        checkpointing right now: wait for it."""
+        checkpointing right now: wait for it. If the checkpoint cannot finish (the disk is still full), read
+        through the read-write handle; ``self.read_only`` still refuses every write of ours."""
         deadline = time.monotonic() + RECOVERY_WAIT_S
         while True:
             try:
                 self._connect(read_only=False)  # recovery runs on open
-                self.close()
-                self._connect(read_only=True)
-                log.info("finished an interrupted checkpoint of the store at %s", self.path)
-                return
+                break
             except RuntimeError as exc:
                 self.close()
-                if not (is_lock_held(exc) or is_recovery_pending(exc)) or time.monotonic() > deadline:
+                if not is_lock_held(exc) or time.monotonic() > deadline:
                     raise engine_error(exc, self.path, doing="open") from None
+            time.sleep(0.2)  # another process is writing: its checkpoint ends, then a reader may open
             try:
                 self._connect(read_only=True)
                 return
             except RuntimeError as exc:
                 self.close()
-                if not is_recovery_pending(exc) or time.monotonic() > deadline:
+                if not is_recovery_pending(exc):
                     raise engine_error(exc, self.path, doing="open") from None
-            time.sleep(0.2)
+        self.close()
+        try:
+            self._connect(read_only=True)
+            log.info("finished an interrupted checkpoint of the store at %s", self.path)
+            return
+        except RuntimeError as exc:
+            self.close()
+            if not is_recovery_pending(exc):
+                raise engine_error(exc, self.path, doing="open") from None
+        try:
+            self._connect(read_only=False)
+        except RuntimeError as exc:
+            self.close()
+            raise engine_error(exc, self.path, doing="open") from None
+        log.warning("the store at %s has a checkpoint that cannot finish yet (is the disk full?); reading it "
+                    "through a read-write handle", self.path)
 
     def close(self) -> None:
         conn, db = getattr(self, "_conn", None), getattr(self, "_db", None)
