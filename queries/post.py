@@ -147,7 +147,8 @@ def pairwise_overlap(frames: list[pl.DataFrame], params: dict[str, Any], resolve
 
 
 def order_effects(frames: list[pl.DataFrame], params: dict[str, Any], resolved: dict[str, Any]) -> pl.DataFrame:
-    """Put each feature's effects in the order the circuits (or tasks) were given; rank the features."""
+    """Put each feature's effects (and circuit ids, in step) in the order the circuits (or tasks) were given;
+    rank the features."""
     (frame,) = frames
     if frame.height == 0:
         return frame
@@ -157,11 +158,13 @@ def order_effects(frames: list[pl.DataFrame], params: dict[str, Any], resolved: 
     else:
         task_rank = {t: i for i, t in enumerate(params["tasks"])}
         key = lambda cid, task: (task_rank[task], cid)  # noqa: E731
-    effects = []
+    effects, circuits = [], []
     for ids, tasks, values in frame.select("circuit_ids", "circuit_tasks", "effects").iter_rows():
         order = sorted(range(len(ids)), key=lambda i: key(ids[i], tasks[i]))
         effects.append([values[i] for i in order])
-    out = frame.with_columns(pl.Series("effects", effects, dtype=pl.List(pl.Float64)))
+        circuits.append([ids[i] for i in order])
+    out = frame.with_columns(pl.Series("effects", effects, dtype=pl.List(pl.Float64)),
+                             pl.Series("circuit_ids", circuits, dtype=pl.List(pl.String)))
     return out.with_columns(
         pl.col("effects").list.eval(pl.element().abs()).list.max().alias("_top")
     ).sort(["count", "_top", "feature"], descending=[True, True, False])

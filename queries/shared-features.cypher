@@ -10,6 +10,7 @@
 // column layer: int -- -1 for embed
 // column count: int -- how many of the circuits (or tasks) contain the feature
 // column effects: list[float] -- one per circuit that contains it, in the order the circuits (tasks) were given
+// column circuit_ids: list[str] -- the circuits that contain it, in the same order as effects
 // post: order_effects
 // Effects are summed over positions first. With tasks, a task contains a feature when any of its circuits
 // does; effects still lists every such circuit (tasks in the order given, circuits by id within a task).

@@ -120,7 +120,7 @@ def error_share(bundle: Bundle, min_effect: float = 0.0) -> dict[tuple, float | 
 
 def shared_features(bundles: dict[str, Bundle], *, circuits: list[str] | None = None, tasks: list[str] | None = None,
                     min_count: int = 2, min_effect: float = 0.0) -> dict[str, tuple]:
-    """feature -> (site, layer, count, effects in the documented order)."""
+    """feature -> (site, layer, count, effects in the documented order, the circuit of each effect)."""
     if circuits is not None:
         chosen = [(cid, cid) for cid in circuits]
     else:
@@ -137,7 +137,7 @@ def shared_features(bundles: dict[str, Bundle], *, circuits: list[str] | None = 
     for identity, entries in per_feature.items():
         count = len({group for _, group, _ in entries})
         if count >= min_count:
-            out[identity] = (*site_layer[identity], count, [e for _, _, e in entries])
+            out[identity] = (*site_layer[identity], count, [e for _, _, e in entries], [c for c, _, _ in entries])
     return out
 
 

@@ -176,10 +176,11 @@ def test_shared_features(qstore, bundles, params):
     expected = oracle.shared_features(bundles, **params)
     found = {r[0]: r[1:] for r in rows(got)}
     assert set(found) == set(expected)
-    for feature, (site, layer, count, effects) in found.items():
-        e_site, e_layer, e_count, e_effects = expected[feature]
+    for feature, (site, layer, count, effects, circuit_ids) in found.items():
+        e_site, e_layer, e_count, e_effects, e_circuits = expected[feature]
         assert (site, layer, count) == (e_site, e_layer, e_count)
         assert len(effects) == len(e_effects) and all(close(a, b) for a, b in zip(effects, e_effects))
+        assert circuit_ids == e_circuits
     counts = got["count"].to_list()
     assert counts == sorted(counts, reverse=True)
 
@@ -188,7 +189,7 @@ def test_shared_features_none_and_many(qstore):
     empty = qstore.query("shared-features", circuits=["agr-1", "agr-2"], min_count=99)
     assert empty.height == 0
     assert empty.schema == {"feature": pl.String, "site": pl.String, "layer": pl.Int64, "count": pl.Int64,
-                            "effects": pl.List(pl.Float64)}
+                            "effects": pl.List(pl.Float64), "circuit_ids": pl.List(pl.String)}
     # features of different models never meet
     assert not any("toy-b/" in f for f in qstore.query("shared-features", circuits=["agr-1", "other-model"])["feature"])
 
