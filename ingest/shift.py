@@ -522,3 +522,181 @@ def shift_table(experiment: ShiftExperiment, ablation: Ablation, *, retrain: boo
     oracle = experiment.fit("balanced_train")
     rows.append(ShiftRow("oracle", experiment.measure(oracle), 0))
     return rows
+
+
+# ------------------------------------------------------------------------------ choosing the features
+
+
+def features_from(source: str, *, store, dictionaries: DictionarySet, circuit_id: str,
+                  params: dict[str, Any] | None = None) -> tuple[list[FeatureRef], str]:
+    """The features a person chose: ``source`` is a file of feature ids, a ``.cypher`` file, a named query of
+    the library, or Cypher text; a query must return a ``feature`` (or ``id``) column of global feature ids.
+    ``$circuit`` is the classifier's circuit unless ``params`` say otherwise. Returns the features and the
+    judge's name (``file`` or ``query``)."""
+    params = dict(params or {})
+    path = Path(source)
+    if path.is_file() and path.suffix != ".cypher":
+        ids, judge = read_feature_file(path), "file"
+    else:
+        judge = "query"
+        frame = _run_feature_query(store, source, path, circuit_id, params)
+        column = "feature" if "feature" in frame.columns else "id" if "id" in frame.columns else None
+        if column is None:
+            raise ComputeError(f"--features-from {source}: the query must return a 'feature' column of feature ids "
+                               f"(it returned {', '.join(frame.columns) or 'no columns'})")
+        ids = [str(v) for v in frame[column].to_list() if v is not None]
+    refs = list({r.feature_id: r for r in (feature_ref(dictionaries, i) for i in ids)}.values())
+    if not refs:
+        raise ComputeError(f"--features-from {source}: no features to ablate")
+    return refs, judge
+
+
+def _run_feature_query(store, source: str, path: Path, circuit_id: str, params: dict[str, Any]):
+    from sfc_graph.errors import QueryError
+    from sfc_graph.queries import get_query, run_query
+
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+    else:
+        try:
+            query = get_query(source)
+        except QueryError:
+            query = None
+        if query is not None:
+            if "circuit" in {p.name for p in query.params}:
+                params.setdefault("circuit", circuit_id)
+            return run_query(store, source, params)
+        if "RETURN" not in source.upper():
+            raise ComputeError(f"--features-from {source!r}: not a file, a named query, nor Cypher with a RETURN")
+        text = source
+    if "$circuit" in text:
+        params.setdefault("circuit", circuit_id)
+    used = {k: v for k, v in params.items() if f"${k}" in text}
+    return store.run(text, used)
+
+
+# ------------------------------------------------------------------------------------------ one run
+
+
+@dataclass
+class ShiftResult:
+    circuit_id: str
+    judgements: list[Judgement]
+    ablated: list[FeatureRef]
+    rows: list[ShiftRow]
+    intervention_id: str | None
+    bundle_path: str
+    feature_notes: dict[str, dict[str, Any]]  # per ablated feature: separations, top tokens, logit lens
+
+    def row(self, method: str) -> ShiftRow:
+        return next(r for r in self.rows if r.method == method)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "circuit": self.circuit_id, "intervention": self.intervention_id, "bundle": self.bundle_path,
+            "table": [r.as_dict() for r in self.rows],
+            "judgements": [j.as_dict() for j in self.judgements],
+            "ablated": [r.feature_id for r in self.ablated],
+            "features": self.feature_notes,
+        }
+
+
+def run_shift(experiment: ShiftExperiment, *, store, out: str | Path, features: str | None = None,
+              query_params: dict[str, Any] | None = None, margin: float = 0.0, retrain: bool = True,
+              skylines: bool = True, overwrite: bool = False, progress=None) -> ShiftResult:
+    """``sfc shift``: the circuit into the store, the judgement, the table, and the Intervention record."""
+    from sfc_graph.interventions import AblatedFeature, InterventionRecord, write_intervention
+
+    out = Path(out)
+    bundle_dir = out / "circuit"
+    if bundle_dir.exists() and not overwrite:
+        raise ComputeError(f"{bundle_dir}: already exists; choose another --out or pass --overwrite")
+    circuit = experiment.circuit(progress=progress)
+    bundle = circuit.write(bundle_dir, overwrite=overwrite)
+    store.load(bundle)
+    cid = circuit.circuit_id
+    stored = store.read_circuit(cid)  # the judge reads the circuit from the store, as a person would
+    in_circuit = circuit_features(stored.nodes, experiment.dictionaries)
+    effects = {r.feature_id: e for r, e in in_circuit}
+    labelled = experiment.sets["balanced_train"]
+    if features is None:
+        judgements = auto_judge(experiment.reader, experiment.dictionaries, labelled, in_circuit, margin=margin)
+    else:
+        refs, judge = features_from(features, store=store, dictionaries=experiment.dictionaries, circuit_id=cid,
+                                    params=query_params)
+        judgements = listed_judgements(refs, judge=judge, source=features, effects=effects)
+    ablated = [j.feature for j in judgements if j.spurious]
+    ablation = ablation_of(ablated, experiment.dictionaries, name="SHIFT")
+    rows = shift_table(experiment, ablation, retrain=retrain, skylines=skylines, progress=progress)
+    notes = describe_features(experiment, ablated)
+    before, after = rows[0].accuracies, rows[1].accuracies
+    infos = experiment.dictionaries.infos()
+    judged = {j.feature.feature_id: j for j in judgements}
+    record = InterventionRecord(
+        circuit=cid, task=circuit.manifest["task"], model=circuit.manifest["model"],
+        judge=judgements[0].judge if judgements else "auto",
+        ablated=[AblatedFeature(
+            feature=r.feature_id, dictionary=infos[r.site.name].id, latent=r.latent, site=r.site.kind,
+            layer=r.site.layer, judgement="spurious", reason=judged[r.feature_id].reason,
+            effect=effects.get(r.feature_id)) for r in ablated],
+        before={"profession": before.profession, "gender": before.gender, "worst_group": before.worst_group},
+        after={"profession": after.profession, "gender": after.gender, "worst_group": after.worst_group},
+        results={"table": [r.as_dict() for r in rows], "rule": AUTO_RULE if features is None else None,
+                 "features_from": features, "settings": experiment.settings.circuit.identity()},
+    )
+    intervention_id = write_intervention(store, record) if ablated else None
+    if not ablated:
+        log.warning("the judge marked no feature spurious; nothing was ablated and no intervention was recorded")
+    result = ShiftResult(cid, judgements, ablated, rows, intervention_id, str(bundle_dir), notes)
+    (out / "shift.json").write_text(json.dumps(result.to_json(), indent=2, default=float) + "\n", encoding="utf-8")
+    return result
+
+
+def describe_features(experiment: ShiftExperiment, refs: Sequence[FeatureRef], *, k: int = 5) -> dict[str, dict]:
+    """For reading what the ablated features are about: gender / profession separation on labelled bios,
+    the tokens where each is most active, and its logit lens through the base model's unembedding."""
+    if not refs:
+        return {}
+    labelled = experiment.sets["balanced_train"]
+    codes = pooled_codes(experiment.reader, experiment.dictionaries, labelled, refs)
+    gender = torch.tensor([1 if b.gender == "female" else 0 for b in labelled.bios])
+    tokens = _top_tokens(experiment, refs, k=k)
+    W_U = experiment.handle.model.W_U.detach().cpu().double()
+    tokenizer = experiment.handle.model.tokenizer
+    notes = {}
+    for column, ref in enumerate(refs):
+        W_dec = experiment.dictionaries[ref.site].W_dec[ref.latent].detach().cpu().double()
+        logits = W_dec @ W_U
+        top = logits.topk(min(k, logits.numel())).indices.tolist()
+        notes[ref.feature_id] = {
+            "gender_separation": separation(codes[:, column], gender),
+            "profession_separation": separation(codes[:, column], labelled.profession),
+            "top_tokens": tokens[column],
+            "logit_lens": [tokenizer.convert_ids_to_tokens(int(t)) for t in top] if tokenizer is not None else top,
+        }
+    return notes
+
+
+def _top_tokens(experiment: ShiftExperiment, refs: Sequence[FeatureRef], *, k: int) -> list[list[str]]:
+    """Per feature, the ``k`` token types with the highest mean activation (over ≥ 2 occurrences) in the bios."""
+    sites = sorted({r.site for r in refs}, key=lambda s: s.order)
+    subset = DictionarySet(by_site={s: experiment.dictionaries.by_site[s] for s in sites})
+    spliced = SplicedModel(experiment.reader, subset)
+    sums = torch.zeros(len(refs), experiment.handle.model.cfg.d_vocab, dtype=torch.float64)
+    counts = torch.zeros(experiment.handle.model.cfg.d_vocab, dtype=torch.float64)
+    for batch in experiment.sets["balanced_train"].tokenized.batches(experiment.settings.batch_size,
+                                                                     experiment.handle.device):
+        record = spliced.record(batch.clean)
+        flat_tokens = batch.clean.reshape(-1).cpu()
+        counts.index_add_(0, flat_tokens, torch.ones_like(flat_tokens, dtype=torch.float64))
+        for row, ref in enumerate(refs):
+            values = record.f[ref.site][..., ref.latent].reshape(-1).detach().cpu().double()
+            sums[row].index_add_(0, flat_tokens, values)
+    means = sums / counts.clamp_min(1)
+    means[:, counts < 2] = float("-inf")
+    tokenizer = experiment.handle.model.tokenizer
+    out = []
+    for row in range(len(refs)):
+        best = [int(t) for t in means[row].topk(k).indices.tolist() if means[row, t] > 0]
+        out.append([tokenizer.convert_ids_to_tokens(t) for t in best] if tokenizer is not None else best)
+    return out
