@@ -137,14 +137,18 @@ REL_TYPES: tuple[RelType, ...] = (
                                                         ("weight_invariant", DOUBLE))),
     # The weight graph of a model and its dictionaries (ingest/weights.py), between shared nodes and outside any
     # circuit: kind resid | ov (Feature -> Feature), embed | embed_ov (Token -> Feature), logit (Feature -> Token);
-    # via is the Head id for ov / embed_ov (else null); rank 1 = the strongest of its kind into (or, for logit, out
-    # of) the feature; graph is the WeightGraph id.
+    # via is the Head id for ov / embed_ov (else null); graph is the WeightGraph id; rank_in / rank_out: 1 = the
+    # strongest |weight| of its kind among the kept edges into the target / out of the source (embed_ov: per head;
+    # logit: rank_out per sign, so the top and the bottom tokens both start at 1).
     RelType("WEIGHT", (("Feature", "Feature"), ("Token", "Feature"), ("Feature", "Token")),
-            (("graph", STRING), ("kind", STRING), ("via", STRING), ("weight", DOUBLE), ("rank", INT64))),
+            (("graph", STRING), ("kind", STRING), ("via", STRING), ("weight", DOUBLE), ("rank_in", INT64),
+             ("rank_out", INT64))),
     # Records written outside circuit rows (ingest/shift.py, ingest/sae_scores.py; see RECORD_LABELS below).
     RelType("INTERVENES_ON", (("Intervention", "Circuit"),)),
     RelType("ABLATES", (("Intervention", "Feature"),), (("judgement", STRING), ("reason", STRING), ("effect", DOUBLE))),
     RelType("HAS_SCORE", (("Dictionary", "DictionaryScore"),)),
+    # A behaviour discovered by clustering a corpus (ingest/discovery.py) and the circuit computed for it.
+    RelType("HAS_CIRCUIT", (("Behaviour", "Circuit"),)),
 )
 # Annotations: what is known about a dictionary latent independently of any circuit (its dashboard and label,
 # sfc_graph/features.py). Keyed by the Feature id and joined to Feature by that id, not by a relationship, so a
@@ -224,6 +228,28 @@ ANNOTATION_LABELS: tuple[NodeLabel, ...] = (
             ("run", STRING),
             ("created_at", STRING),
             ("details", STRING),  # JSON: the accuracies the score came from
+        ),
+        shared=False,
+    ),
+    # One cluster of contexts found by `sfc discover` (sfc_graph/behaviours.py), -[:HAS_CIRCUIT]-> its circuit, whose
+    # task is the behaviour's name: queries and reports treat behaviours like tasks.
+    NodeLabel(
+        "Behaviour",
+        "id",
+        (
+            ("id", STRING),  # = the circuit's task name: <discovery id>/c<rank>
+            ("discovery", STRING),
+            ("cluster", INT64),  # rank by size within its discovery, 0 = largest
+            ("size", INT64),  # contexts in the cluster
+            ("features", STRING),  # act | grad | both
+            ("algorithm", STRING),  # spectral | kmeans
+            ("corpus", STRING),
+            ("model", STRING),
+            ("examples", STRING),  # JSON: a few example contexts [{text, answer, label}]
+            ("label_counts", STRING),  # JSON: planted labels of its contexts, when the corpus has them
+            ("dominant_label", STRING),
+            ("label_share", DOUBLE),  # fraction of its contexts with the dominant label
+            ("created_at", STRING),
         ),
         shared=False,
     ),
