@@ -1,7 +1,7 @@
 """Layered circuit diagrams with Graphviz, in the style of the Sparse Feature Circuits paper's figures.
 
 One row per site (``rank=same``), in forward order from the bottom (``embed``) to the top (``output``).
-Features are rounded boxes labelled ``site/index`` with their effect; SAE error nodes are dashed
+Features (and other nodes such as heads) are rounded boxes labelled with their node id and effect; SAE error nodes are dashed
 triangles; the output is a double octagon. Node fill is blue for a positive effect and red for a negative
 one, deeper for a larger |effect|; edges are blue (+) or red (−), as wide as their |weight| allows.
 Big circuits are cut to the ``max_nodes`` nodes of largest |effect| (and the ``max_edges`` strongest
@@ -177,7 +177,8 @@ def _node_style(graph: nx.DiGraph, key: str, max_effect: float) -> dict[str, str
         return {"label": f"ε {_site_of(data).name}{where}\n{effect:+.3g}", "shape": "triangle", "style": "filled,dashed",
                 "fillcolor": fill, "fontcolor": font, "color": "#333333", "fontsize": "8", "margin": "0",
                 "tooltip": tooltip}
-    return {"label": f"{_site_of(data).name}/{data['index']}{where}\n{effect:+.3g}", "shape": "box",
+    # The node id names any kind the same way the store and queries do (resid_0/17, attn_2/h3 for a head).
+    return {"label": f"{data['node_id']}{where}\n{effect:+.3g}", "shape": "box",
             "style": "rounded,filled", "fillcolor": fill, "fontcolor": font, "color": "#444444", "tooltip": tooltip}
 
 
