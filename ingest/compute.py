@@ -193,6 +193,12 @@ def compute_circuit(
             f"{task.source}: aggregation 'none' keeps positions, so every example needs the same token length "
             f"(found lengths {sorted(tokenized.lengths)}); use aggregation 'sum'"
         )
+    if per_position and len(tokenized.templates) > 1:
+        shown = ", ".join(sorted(str(t) for t in tokenized.templates))
+        raise ComputeError(
+            f"{task.source}: aggregation 'none' keeps positions, and examples of different templates put different "
+            f"slots at the same position (templates: {shown}); pick one with TASK#TEMPLATE or use aggregation 'sum'"
+        )
     metric_name = settings.metric or ("logit_diff" if task.has_counterfactuals else "neg_log_prob")
     if metric_name == "logit_diff" and not task.has_counterfactuals:
         raise ComputeError(f"{task.source}: the logit_diff metric needs counterfactuals (patch, patch_answer)")
@@ -256,7 +262,7 @@ def _node_effects(spliced, batches, metric, settings: CircuitSettings, means, n_
     for batch in batches:
         effects, _, _ = batch_effects(
             spliced, batch, metric, method=settings.method, ig_steps=settings.ig_steps,
-            ablation=settings.ablation, means=means, max_rows=settings.max_rows, advance=advance,
+            ablation=settings.ablation, means=means.for_batch(batch), max_rows=settings.max_rows, advance=advance,
         )
         grads_per_batch.append(effects.grads)
         metric_clean += float(effects.metric_clean.sum())
@@ -280,7 +286,7 @@ def _edge_sums(spliced, batches, grads_per_batch, kept, settings: CircuitSetting
     edge_sums: dict[tuple[Site, Site], Tensor] = {}
     for batch, grads in zip(batches, grads_per_batch):
         clean = spliced.record(batch.clean)
-        patch, _ = patch_state(spliced, batch, clean, ablation=settings.ablation, means=means)
+        patch, _ = patch_state(spliced, batch, clean, ablation=settings.ablation, means=means.for_batch(batch))
         for block in batch_edges(
             spliced, batch.clean, grads, clean, patch, kept, per_position=settings.aggregation == "none",
             chunk=settings.edge_chunk, advance=advance,

@@ -1,7 +1,7 @@
 """Faithfulness and completeness of circuits under mean ablation (DESIGN.md §2.8).
 
 ``faithfulness(C) = (m(C) - m(∅)) / (m(M) - m(∅))`` with every node outside ``C`` replaced by its mean
-over the task's examples at the same position; ``completeness(C) = faithfulness(M \\ C)``. ``m`` is averaged over the examples.
+over the task's examples of the same template at the same position; ``completeness(C) = faithfulness(M \\ C)``. ``m`` is averaged over the examples.
 """
 
 from __future__ import annotations
@@ -39,32 +39,55 @@ class AggregatedEffects:
         return int(sum(int(m.sum()) for m in keep_f.values()) + sum(int(m.sum()) for m in keep_e.values()))
 
 
+SiteMeans = dict[Site, tuple[Tensor, Tensor]]
+
+
+@dataclass
+class TemplateMeans:
+    """Per-position site means of each template: ``by_template[t][s] = (mean f [P, d_dict], mean e [P, d_model])``.
+
+    Examples of different templates put different slots at the same position, so a mean is only ever taken
+    over one template's examples (``None`` is the template of untemplated examples).
+    """
+
+    by_template: dict[str | None, SiteMeans]
+
+    def for_batch(self, batch: Batch) -> SiteMeans:
+        return self.by_template[batch.template]
+
+
 def dataset_means(
     spliced: SplicedModel, batches: list[Batch], *, advance: Callable[[int], None] | None = None
-) -> dict[Site, tuple[Tensor, Tensor]]:
-    """Mean codes ``[P, d_dict]`` and mean error ``[P, d_model]`` of every site, per position, over the task's
-    clean examples (``P`` the longest example; a position's mean is over the examples that reach it).
+) -> TemplateMeans:
+    """Mean codes ``[P, d_dict]`` and mean error ``[P, d_model]`` of every site, per template and position,
+    over the task's clean examples (``P`` the template's longest example; a position's mean is over the
+    examples that reach it).
 
     Per position, as in Marks et al.: in templated prompts the mean keeps what every example shares at a
     position (the template) and removes what varies, which is what ablating a node should remove.
     """
-    sums: dict[Site, list[Tensor]] = {}
-    n_max = max(batch.n_pos for batch in batches)
-    counts = torch.zeros(n_max, device=batches[0].clean.device)
+    n_max: dict[str | None, int] = {}
+    for batch in batches:
+        n_max[batch.template] = max(n_max.get(batch.template, 0), batch.n_pos)
+    sums: dict[str | None, dict[Site, list[Tensor]]] = {t: {} for t in n_max}
+    counts = {t: torch.zeros(n, device=batches[0].clean.device) for t, n in n_max.items()}
     for batch in batches:
         record = spliced.record(batch.clean)
-        p = batch.n_pos
+        p, t = batch.n_pos, batch.template
         for site in spliced.sites:
             f, e = record.f[site].sum(dim=0), record.e[site].sum(dim=0)
-            if site not in sums:
-                sums[site] = [f.new_zeros(n_max, f.shape[-1]), e.new_zeros(n_max, e.shape[-1])]
-            sums[site][0][:p] += f
-            sums[site][1][:p] += e
-        counts[:p] += batch.size
+            if site not in sums[t]:
+                sums[t][site] = [f.new_zeros(n_max[t], f.shape[-1]), e.new_zeros(n_max[t], e.shape[-1])]
+            sums[t][site][0][:p] += f
+            sums[t][site][1][:p] += e
+        counts[t][:p] += batch.size
         if advance:
             advance(1)
-    scale = counts.unsqueeze(-1)
-    return {site: (f / scale.to(f.dtype), e / scale.to(e.dtype)) for site, (f, e) in sums.items()}
+    by_template = {}
+    for t, site_sums in sums.items():
+        scale = counts[t].unsqueeze(-1)
+        by_template[t] = {site: (f / scale.to(f.dtype), e / scale.to(e.dtype)) for site, (f, e) in site_sums.items()}
+    return TemplateMeans(by_template)
 
 
 def _mean_metric(
@@ -73,11 +96,12 @@ def _mean_metric(
     metric: Metric,
     keep_f: dict[Site, Tensor] | None,
     keep_e: dict[Site, Tensor] | None,
-    means: dict[Site, tuple[Tensor, Tensor]],
+    means: TemplateMeans,
 ) -> float:
     total, n = 0.0, 0
     for batch in batches:
-        logits = spliced.spliced_forward(batch.clean, keep_features=keep_f, keep_error=keep_e, means=means)
+        logits = spliced.spliced_forward(batch.clean, keep_features=keep_f, keep_error=keep_e,
+                                         means=means.for_batch(batch))
         total += float(metric(logits, batch.answers()).sum())
         n += batch.size
     return total / n
@@ -89,7 +113,7 @@ def evaluate(
     metric: Metric,
     effects: AggregatedEffects,
     thresholds: list[float],
-    means: dict[Site, tuple[Tensor, Tensor]],
+    means: TemplateMeans,
     *,
     metric_model: float,
     advance: Callable[[int], None] | None = None,

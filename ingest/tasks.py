@@ -3,12 +3,17 @@
 One JSON object per line::
 
     {"clean": "the parents near the dog", "patch": "the parent near the dog",
-     "clean_answer": "are", "patch_answer": "is"}
+     "clean_answer": "are", "patch_answer": "is", "template": "bare-pp-bare"}
 
 ``patch`` and ``patch_answer`` are optional, but a file has them on every line or on none: with them the
 metric is the logit difference and the patch run is the counterfactual; without them the metric is
 ``-log p(clean_answer)`` and the patch is a zero or mean ablation. Answers are single tokens; a clean prompt
 and its patch have the same number of tokens, so that positions align.
+
+``template`` (optional) names the example's template: examples of one template have the same slot at every
+position. Per-position means (mean ablation, evaluation) are taken within a template, never across
+templates, and ``--aggregation none`` needs one template; ``name#template`` (e.g. ``ioi#ioi-0``) loads the
+examples of one template only.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Example:
     clean_answer: str
     patch: str | None = None
     patch_answer: str | None = None
+    template: str | None = None
 
     def to_json(self) -> dict[str, str]:
         row = {"clean": self.clean, "clean_answer": self.clean_answer}
@@ -40,6 +46,8 @@ class Example:
             row["patch"] = self.patch
         if self.patch_answer is not None:
             row["patch_answer"] = self.patch_answer
+        if self.template is not None:
+            row["template"] = self.template
         return row
 
 
@@ -56,6 +64,19 @@ class Task:
     def head(self, n: int | None) -> Task:
         return self if n is None else Task(self.name, self.examples[:n], self.source)
 
+    @property
+    def templates(self) -> list[str | None]:
+        """The examples' template ids, in order of first appearance (``[None]`` for an untemplated file)."""
+        return list(dict.fromkeys(example.template for example in self.examples))
+
+    def only_template(self, template: str) -> Task:
+        """The examples of one template (refused when there are none)."""
+        examples = tuple(e for e in self.examples if e.template == template)
+        if not examples:
+            known = ", ".join(str(t) for t in self.templates)
+            raise TaskError(f"{self.source}: no example has template {template!r} (templates: {known})")
+        return Task(f"{self.name}#{template}", examples, self.source)
+
     def sha256(self) -> str:
         """Digest of the examples themselves (canonical JSON), not of the file's bytes."""
         digest = hashlib.sha256()
@@ -66,7 +87,11 @@ class Task:
 
 
 def load_task(spec: str) -> Task:
-    """A zoo task name (``agreement_nounpp``) or the path of a JSONL file."""
+    """A zoo task name (``agreement_nounpp``) or the path of a JSONL file; ``#template`` appended to
+    either keeps the examples of that template only."""
+    if "#" in spec and not Path(spec).exists():
+        spec, template = spec.rsplit("#", 1)
+        return load_task(spec).only_template(template)
     path = Path(spec)
     if path.suffix in (".jsonl", ".json") or path.exists() or "/" in spec:
         if not path.is_file():
@@ -111,12 +136,12 @@ def _parse_line(line: str, path: Path, number: int) -> Example:
     for key in ("clean", "clean_answer"):
         if not isinstance(row.get(key), str) or not row[key].strip():
             raise TaskError(f"{where}: needs a non-empty string {key!r}")
-    for key in ("patch", "patch_answer"):
+    for key in ("patch", "patch_answer", "template"):
         if key in row and not isinstance(row[key], str):
             raise TaskError(f"{where}: {key!r} must be a string")
     if ("patch" in row) != ("patch_answer" in row):
         raise TaskError(f"{where}: 'patch' and 'patch_answer' go together; give both or neither")
-    return Example(row["clean"], row["clean_answer"], row.get("patch"), row.get("patch_answer"))
+    return Example(row["clean"], row["clean_answer"], row.get("patch"), row.get("patch_answer"), row.get("template"))
 
 
 # ------------------------------------------------------------------------------------------ tokenized
@@ -139,6 +164,7 @@ class Batch:
     clean_answer: Tensor  # [batch] int64
     patch_answer: Tensor | None  # [batch] int64
     indices: list[int]  # positions of these examples in the task
+    template: str | None = None  # every example of a batch has this template
 
     @property
     def size(self) -> int:
@@ -170,14 +196,19 @@ class TokenizedTask:
     def lengths(self) -> set[int]:
         return {len(tokens) for tokens in self.clean}
 
+    @property
+    def templates(self) -> set[str | None]:
+        return {example.template for example in self.task.examples}
+
     def batches(self, batch_size: int, device: torch.device) -> list[Batch]:
-        """Group examples by token length (no padding needed), in order, ``batch_size`` at a time."""
-        groups: dict[int, list[int]] = defaultdict(list)
+        """Group examples by template and token length (no padding needed, aligned slots), in order,
+        ``batch_size`` at a time."""
+        groups: dict[tuple[str, int], list[int]] = defaultdict(list)
         for index, tokens in enumerate(self.clean):
-            groups[len(tokens)].append(index)
+            groups[(self.task.examples[index].template or "", len(tokens))].append(index)
         batches = []
-        for length in sorted(groups):
-            members = groups[length]
+        for key in sorted(groups, key=lambda k: (k[1], k[0])):
+            members = groups[key]
             for start in range(0, len(members), batch_size):
                 chunk = members[start : start + batch_size]
                 batches.append(self._batch(chunk, device))
@@ -193,6 +224,7 @@ class TokenizedTask:
             clean_answer=longs([self.clean_answer[i] for i in chunk]),
             patch_answer=longs([self.patch_answer[i] for i in chunk]) if self.patch_answer is not None else None,
             indices=list(chunk),
+            template=self.task.examples[chunk[0]].template,
         )
 
 
