@@ -66,14 +66,15 @@ class Ablation:
 
     @property
     def sites(self) -> list[Site]:
-        return sorted((s for s, i in self.indices.items() if len(i)), key=lambda s: s.order)
+        """The sites spliced (a site listed with no latents is spliced and left as it was)."""
+        return sorted(self.indices, key=lambda s: s.order)
 
     def pairs(self) -> list[tuple[Site, int]]:
         """``(site, latent)`` for every ablated latent, in forward order."""
         return [(s, int(i)) for s in self.sites for i in sorted(self.indices[s].tolist())]
 
     def forward(self, handle: ModelHandle, tokens: Tensor) -> Tensor:
-        """The model's output on ``tokens`` with the ablation applied (the plain model when it is empty)."""
+        """The model's output on ``tokens`` with the ablation applied (the plain model when no site is listed)."""
         if not self.sites:
             with torch.no_grad():
                 return handle.model(tokens)

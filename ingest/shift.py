@@ -76,48 +76,58 @@ def read_bios(path: str | Path) -> list[Bio]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise TaskError(f"{path}: cannot read the bios file ({exc})") from None
-    bios = []
+    rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        where = f"{path}:{number}"
         try:
-            row = json.loads(line)
+            rows.append((f"{path}:{number}", json.loads(line)))
         except json.JSONDecodeError as exc:
-            raise TaskError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise TaskError(f"{where}: each line must be a JSON object")
-        for key in ("text", "profession", "gender", "split"):
-            if not isinstance(row.get(key), str) or not row[key].strip():
-                raise TaskError(f"{where}: needs a non-empty string {key!r}")
-        if row["gender"] not in GENDERS:
-            raise TaskError(f"{where}: gender must be 'male' or 'female', not {row['gender']!r}")
-        if row["split"] not in ("train", "test"):
-            raise TaskError(f"{where}: split must be 'train' or 'test', not {row['split']!r}")
-        bios.append(Bio(row["text"], row["profession"], row["gender"], row["split"]))
-    if not bios:
+            raise TaskError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+    if not rows:
         raise TaskError(f"{path}: no bios")
-    return bios
+    return [_bio(row, where) for where, row in rows]
+
+
+def _bio(row: Any, where: str) -> Bio:
+    if not isinstance(row, dict):
+        raise TaskError(f"{where}: each bio must be a JSON object")
+    for key in ("text", "profession", "gender", "split"):
+        if not isinstance(row.get(key), str) or not row[key].strip():
+            raise TaskError(f"{where}: needs a non-empty string {key!r}")
+    if row["gender"] not in GENDERS:
+        raise TaskError(f"{where}: gender must be 'male' or 'female', not {row['gender']!r}")
+    if row["split"] not in ("train", "test"):
+        raise TaskError(f"{where}: split must be 'train' or 'test', not {row['split']!r}")
+    return Bio(row["text"], row["profession"], row["gender"], row["split"])
 
 
 def load_bios(spec: str, name: str) -> list[Bio]:
-    """``toy-zoo`` (the zoo's ``bios/NAME.jsonl``) or a directory holding ``NAME.jsonl``."""
+    """``toy-zoo`` (the zoo's bios, ``sfc_graph.zoo.load_bios``) or a directory holding ``NAME.jsonl``."""
     if name not in BIOS_SPLITS:
         raise TaskError(f"unknown bios split {name!r}; one of {', '.join(BIOS_SPLITS)}")
     if spec == "toy-zoo":
+        from sfc_graph.errors import SfcError
+
         try:
             from sfc_graph import zoo
+
+            rows = zoo.load_bios(name)
         except ImportError as exc:
             raise TaskError(f"the toy zoo is not available ({exc})") from None
-        if not hasattr(zoo, "load_bios"):
-            raise TaskError(f"the installed zoo ({zoo.ZOO_NAME}) has no bios data; it comes with toy-zoo-v2")
-        root = Path(zoo.zoo_dir()) / "bios"
-        return read_bios(root / f"{name}.jsonl")
+        except AttributeError:
+            raise TaskError("the installed zoo has no bios data; it comes with toy-zoo-v2") from None
+        except (OSError, SfcError) as exc:
+            raise TaskError(f"the zoo's {name} bios cannot be read ({exc}); they come with toy-zoo-v2") from None
+        if not rows:
+            raise TaskError(f"the zoo's {name} bios are empty")
+        return [_bio(row, f"zoo bios/{name}.jsonl:{i}") for i, row in enumerate(rows, start=1)]
     root = Path(spec)
     if not root.is_dir():
         raise TaskError(f"--bios {spec}: not 'toy-zoo' nor a directory of bios JSONL files")
     if not (root / f"{name}.jsonl").is_file():
-        raise TaskError(f"{root}: no {name}.jsonl (a bios directory holds ambiguous.jsonl and balanced.jsonl)")
+        raise TaskError(f"{root}: no {name}.jsonl (a bios directory holds ambiguous.jsonl, balanced.jsonl, "
+                        "professions.jsonl)")
     return read_bios(root / f"{name}.jsonl")
 
 

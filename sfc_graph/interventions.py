@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ def write_intervention(store, record: InterventionRecord) -> str:
         "ablated": [{"feature": a.feature, "judgement": a.judgement, "reason": a.reason, "effect": a.effect}
                     for a in record.ablated],
     }
-    store._run_in_transaction(statements("intervention-create"), params)
+    store._run_in_transaction(_without_empty_unwinds(statements("intervention-create"), params), params)
     return record.id
 
 
@@ -118,10 +119,20 @@ def write_scores(store, dictionaries: Sequence[DictionaryEntry], scores: Sequenc
     rows = [{"id": f"{run}/{s.dictionary}/{s.metric}/{s.top_n}", "dictionary": s.dictionary, "metric": s.metric,
              "top_n": int(s.top_n), "value": float(s.value), "dataset": s.dataset, "model": s.model, "run": run,
              "created_at": created, "details": json.dumps(s.details, sort_keys=True)} for s in scores]
-    store._run_in_transaction(statements("dictionary-scores-add"), {
-        "new_dictionaries": new, "new_models": [m for m in models if m not in have_models], "scores": rows,
-    })
+    params = {"new_dictionaries": new, "new_models": [m for m in models if m not in have_models], "scores": rows}
+    store._run_in_transaction(_without_empty_unwinds(statements("dictionary-scores-add"), params), params)
     return run
+
+
+def _without_empty_unwinds(texts: Sequence[str], params: dict[str, Any]) -> list[str]:
+    """Drop the statements that UNWIND an empty list: LadybugDB cannot type an empty list parameter."""
+    kept = []
+    for text in texts:
+        match = re.search(r"UNWIND \$(\w+)", text)
+        if match and not params.get(match.group(1)):
+            continue
+        kept.append(text)
+    return kept
 
 
 def read_scores(store, *, metric: str | None = None) -> pl.DataFrame:

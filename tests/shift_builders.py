@@ -110,3 +110,25 @@ def write_bios(root: Path, **kwargs) -> Path:
     for name, rows in make_bios(**kwargs).items():
         (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return root
+
+
+def write_workspace(root: Path, *, seed: int = 0) -> Path:
+    """On disk, for the CLI: ``model/`` (checkpoint with tokenizer), ``dicts/<site>/`` (SAELens), ``bios/``."""
+    from safetensors.torch import save_file
+    from test_ingest_helpers import write_saelens_dir
+
+    handle = build_model(seed=seed)
+    model_dir = root / "model"
+    model_dir.mkdir(parents=True)
+    cfg = handle.model.cfg
+    fields = {k: getattr(cfg, k) for k in ("n_layers", "d_model", "d_head", "n_heads", "d_mlp", "d_vocab", "n_ctx",
+                                           "act_fn", "normalization_type", "default_prepend_bos")}
+    fields["model_name"] = "bios-ckpt"
+    (model_dir / "config.json").write_text(json.dumps(fields))
+    save_file({k: v.contiguous() for k, v in handle.model.state_dict().items()}, str(model_dir / "model.safetensors"))
+    handle.model.tokenizer.save_pretrained(str(model_dir))
+    for number, site in enumerate(all_sites(handle.n_layers)):
+        write_saelens_dir(root / "dicts" / site.name, build_dictionary(handle.d_model, 24, seed=200 + number),
+                          hook_name=site.hook, dictionary_id=f"bios-ckpt/{site.name}/sae-24")
+    write_bios(root / "bios", seed=seed)
+    return root
