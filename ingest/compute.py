@@ -30,6 +30,7 @@ import polars as pl
 import torch
 from torch import Tensor
 
+from sfc_graph import naming
 from sfc_graph.bundle import EDGE_COLUMNS, NODE_COLUMNS, Bundle, check_bundle_destination, write_bundle
 from sfc_graph.errors import ComputeError
 from sfc_graph.sites import Site
@@ -317,6 +318,7 @@ class _Endpoints:
     positions: list[int]
     effects: list[float]
     valid: list[bool]  # above the node threshold (the error column may stand for a dropped node)
+    indices: list[int | None]  # the latent of a feature node, None for the error node
 
 
 def _endpoints(site: Site, effects: AggregatedEffects, nodes: KeptNodes, threshold: float,
@@ -324,15 +326,17 @@ def _endpoints(site: Site, effects: AggregatedEffects, nodes: KeptNodes, thresho
     f = effects.features[site].detach().cpu()
     e = effects.errors[site].detach().cpu()
     indices = nodes.features.cpu().tolist()
-    ids = [f"{site.name}/{i}" for i in indices] + [f"{site.name}/err"]
-    out = _Endpoints([], [], [], [])
+    ids = [naming.feature_id(site.name, i) for i in indices] + [naming.error_id(site.name)]
+    latents: list[int | None] = [*indices, None]
+    out = _Endpoints([], [], [], [], [])
     for position in range(n_pos) if n_pos is not None else [-1]:
         if n_pos is None:
             values = f[indices].tolist() + [float(e)]
         else:
             values = f[position, indices].tolist() + [float(e[position])]
-        for node_id, value in zip(ids, values):
+        for node_id, latent, value in zip(ids, latents, values):
             out.ids.append(node_id)
+            out.indices.append(latent)
             out.positions.append(position)
             out.effects.append(value)
             out.valid.append(abs(value) >= threshold)
@@ -344,20 +348,19 @@ def _node_table(effects: AggregatedEffects, kept: dict[Site, KeptNodes], metric_
     frames = []
     for site in sorted(kept, key=lambda s: s.order):
         ends = _endpoints(site, effects, kept[site], threshold, n_pos)
-        frame = pl.DataFrame({"node_id": ends.ids, "position": ends.positions, "effect": ends.effects,
-                              "valid": ends.valid}, schema_overrides={"position": pl.Int64, "effect": pl.Float64})
+        # The columns are known here, where the ids are built: nothing parses an id back.
+        frame = pl.DataFrame({"node_id": ends.ids, "index": ends.indices, "position": ends.positions,
+                              "effect": ends.effects, "valid": ends.valid},
+                             schema_overrides={"index": pl.Int64, "position": pl.Int64, "effect": pl.Float64})
+        frame = frame.with_columns(
+            pl.when(pl.col("index").is_null()).then(pl.lit(naming.ERROR)).otherwise(pl.lit(naming.FEATURE))
+            .alias("kind"),
+            pl.lit(site.kind).alias("site"),
+            pl.lit(site.layer, dtype=pl.Int64).alias("layer"),
+        )
         frames.append(frame.filter(pl.col("valid")).drop("valid"))
-    table = pl.concat(frames) if frames else pl.DataFrame(schema={"node_id": pl.String, "position": pl.Int64,
-                                                                   "effect": pl.Float64})
-    prefix = table["node_id"].str.split_exact("/", 1).struct.rename_fields(["site_name", "suffix"]).struct.unnest()
-    table = pl.concat([table, prefix], how="horizontal").with_columns(
-        pl.when(pl.col("suffix") == "err").then(pl.lit("error")).otherwise(pl.lit("feature")).alias("kind"),
-        pl.col("site_name").str.replace(r"_\d+$", "").alias("site"),
-        pl.when(pl.col("site_name") == "embed").then(pl.lit(-1, dtype=pl.Int64))
-        .otherwise(pl.col("site_name").str.extract(r"_(\d+)$").cast(pl.Int64)).alias("layer"),
-        pl.when(pl.col("suffix") == "err").then(None).otherwise(pl.col("suffix")).cast(pl.Int64).alias("index"),
-    )
-    output = pl.DataFrame({"node_id": ["output"], "kind": ["output"], "site": ["output"], "layer": [-1],
+    table = pl.concat(frames) if frames else pl.DataFrame(schema=NODE_COLUMNS)
+    output = pl.DataFrame({"node_id": [naming.OUTPUT_ID], "kind": ["output"], "site": ["output"], "layer": [-1],
                            "index": [None], "position": [-1], "effect": [metric_clean]}, schema=NODE_COLUMNS)
     return pl.concat([table.select(list(NODE_COLUMNS)).cast(NODE_COLUMNS), output])
 
@@ -392,7 +395,7 @@ def _edge_table(
         node = ends[site]
         picks = [j for j, ok in enumerate(node.valid) if ok and abs(node.effects[j]) >= edge_threshold]
         frames.append(pl.DataFrame({
-            "src": [node.ids[j] for j in picks], "dst": ["output"] * len(picks),
+            "src": [node.ids[j] for j in picks], "dst": [naming.OUTPUT_ID] * len(picks),
             "src_position": [node.positions[j] for j in picks], "dst_position": [-1] * len(picks),
             "weight": [node.effects[j] for j in picks],
         }, schema=EDGE_COLUMNS))
