@@ -11,10 +11,12 @@
 // column layer: int -- -1 for embed and output
 // column position: int -- token position; -1 when effects are summed over positions
 // column effect: float -- the node's indirect effect on the metric
+// column label: str -- the feature's label (sfc label, sfc features build); null when it has none
 // Ordered by |effect| descending, then node id and position (ties are rare; the order is still stable).
 MATCH (c:Circuit {id: $circuit})-[:HAS_NODE]->(n:CircuitNode)
 WHERE n.kind = coalesce($kind, n.kind) AND abs(n.effect) >= $min_effect
+OPTIONAL MATCH (i:FeatureInfo {id: n.feature})
 RETURN n.node_id AS node_id, n.feature AS feature, n.kind AS kind, n.site AS site, n.layer AS layer,
-       n.position AS position, n.effect AS effect
+       n.position AS position, n.effect AS effect, i.label AS label
 ORDER BY abs(effect) DESC, node_id, position
 LIMIT $k
