@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
+from sfc_graph import naming
 from sfc_graph.bundle import Bundle, write_bundle
 
 SITES = ["embed", "attn_0", "mlp_0", "resid_0", "attn_1", "mlp_1", "resid_1"]
@@ -18,10 +19,6 @@ SITES = ["embed", "attn_0", "mlp_0", "resid_0", "attn_1", "mlp_1", "resid_1"]
 
 def dictionaries(model: str = "toy", d_dict: int = 64) -> dict:
     return {s: {"id": f"{model}/{s}/sae-{d_dict}", "kind": "sae", "d_dict": d_dict, "sha256": "0" * 64} for s in SITES}
-
-
-def _site_parts(site: str) -> tuple[str, int]:
-    return (site, -1) if site == "embed" else (site.split("_")[0], int(site.split("_")[1]))
 
 
 def build_circuit(
@@ -41,21 +38,22 @@ def build_circuit(
     """A circuit whose edges follow the forward order of SITES (each node links to later sites only)."""
     rng = random.Random(seed)
     rows = []
-    for site in SITES:
-        kind, layer = _site_parts(site)
+    order: dict[str, int] = {}  # node id -> its site's place in SITES (the output last)
+    for rank, site in enumerate(SITES):
+        kind, layer = naming.parse_site_name(site)
         for index in sorted(rng.sample(list(feature_pool), features_per_site)):
-            rows.append((f"{site}/{index}", "feature", kind, layer, index, position, rng.uniform(-1, 1)))
+            rows.append((naming.feature_id(site, index), "feature", kind, layer, index, position, rng.uniform(-1, 1)))
         if errors:
-            rows.append((f"{site}/err", "error", kind, layer, None, position, rng.uniform(-1, 1)))
-    rows.append(("output", "output", "output", -1, None, position, rng.uniform(0.5, 2)))
+            rows.append((naming.error_id(site), "error", kind, layer, None, position, rng.uniform(-1, 1)))
+        order.update((row[0], rank) for row in rows if row[0] not in order)
+    rows.append((naming.OUTPUT_ID, "output", "output", -1, None, position, rng.uniform(0.5, 2)))
+    order[naming.OUTPUT_ID] = len(SITES)
     nodes = pl.DataFrame(rows, schema=["node_id", "kind", "site", "layer", "index", "position", "effect"], orient="row")
-    order = {s: i for i, s in enumerate(SITES + ["output"])}
-    site_of = lambda node_id: node_id.split("/")[0]  # noqa: E731
     ids = nodes["node_id"].to_list()
     edges = []
     for src in ids:
         for dst in ids:
-            if order[site_of(src)] < order[site_of(dst)] and order[site_of(dst)] - order[site_of(src)] <= 3:
+            if order[src] < order[dst] and order[dst] - order[src] <= 3:
                 if rng.random() < edge_prob:
                     edges.append((src, dst, position, position, rng.uniform(-1, 1)))
     edge_frame = pl.DataFrame(edges, schema=["src", "dst", "src_position", "dst_position", "weight"], orient="row")
