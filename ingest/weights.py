@@ -273,12 +273,17 @@ def _top_tokens(product, n: int, k: int, block: int, site: str, kind: str, via_l
     return pl.concat(parts)
 
 
+def weight_graph_units(tm: TranscoderModel, settings: WeightSettings) -> int:
+    """How many steps :func:`build_weight_graph` reports progress in (one per matrix product series)."""
+    return _feature_units(tm) + (sum(1 + tm.n_heads * (d + 1) for d in range(tm.n_layers)) if settings.deembeddings else 0) \
+        + (len(_lens_dictionaries(tm)) if settings.logit_lens else 0)
+
+
 def build_weight_graph(tm: TranscoderModel, settings: WeightSettings = WeightSettings(),
                        progress: Progress | None = None) -> WeightGraph:
     """The whole weight graph of ``tm`` (feature edges, de-embeddings, logit lens) with its manifest."""
     settings.validate()
-    total = _feature_units(tm) + (sum(1 + tm.n_heads * (d + 1) for d in range(tm.n_layers)) if settings.deembeddings else 0) \
-        + (len(_lens_dictionaries(tm)) if settings.logit_lens else 0)
+    total = weight_graph_units(tm, settings)
     offset = 0
 
     def sub(done: int, _units: int) -> None:
