@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from sfc_graph import naming
 from sfc_graph.bundle import Bundle, validate_tables
 from sfc_graph.store import open_store
 
@@ -57,20 +58,16 @@ TARGETS_MS = {
 # --- synthetic circuits ----------------------------------------------------------------------------------
 
 def sites(n_layers: int) -> list[str]:
-    return ["embed"] + [f"{kind}_{layer}" for layer in range(n_layers) for kind in ("attn", "mlp", "resid")]
+    return ["embed"] + [naming.site_name(kind, layer) for layer in range(n_layers) for kind in ("attn", "mlp", "resid")]
 
 
 def wiring(n_layers: int) -> list[tuple[str, str]]:
     pairs = []
     for layer in range(n_layers):
-        before = "embed" if layer == 0 else f"resid_{layer - 1}"
-        attn, mlp, resid = f"attn_{layer}", f"mlp_{layer}", f"resid_{layer}"
+        before = "embed" if layer == 0 else naming.site_name("resid", layer - 1)
+        attn, mlp, resid = (naming.site_name(kind, layer) for kind in ("attn", "mlp", "resid"))
         pairs += [(before, attn), (before, mlp), (before, resid), (attn, mlp), (attn, resid), (mlp, resid)]
     return pairs
-
-
-def site_parts(site: str) -> tuple[str, int]:
-    return ("embed", -1) if site == "embed" else (site.split("_")[0], int(site.split("_")[1]))
 
 
 def manifest_for(circuit_id: str, task: str, model: str, n_layers: int, d_dict: int) -> dict:
@@ -88,16 +85,16 @@ def synthetic_bundle(rng: np.random.Generator, index: int, *, n_edges: int, n_la
     node_ids: dict[str, list[str]] = {}
     cols = {"node_id": [], "kind": [], "site": [], "layer": [], "index": []}
     for site in site_list:
-        kind, layer = site_parts(site)
+        kind, layer = naming.parse_site_name(site)
         latents = np.sort(rng.choice(d_dict, size=per_site, replace=False, p=popularity))
-        ids = [f"{site}/{i}" for i in latents] + [f"{site}/err"]
+        ids = [naming.feature_id(site, i) for i in latents] + [naming.error_id(site)]
         node_ids[site] = ids
         cols["node_id"] += ids
         cols["kind"] += ["feature"] * per_site + ["error"]
         cols["site"] += [kind] * (per_site + 1)
         cols["layer"] += [layer] * (per_site + 1)
         cols["index"] += latents.tolist() + [None]
-    for key, value in (("node_id", "output"), ("kind", "output"), ("site", "output"), ("layer", -1), ("index", None)):
+    for key, value in (("node_id", naming.OUTPUT_ID), ("kind", "output"), ("site", "output"), ("layer", -1), ("index", None)):
         cols[key].append(value)
     n_nodes = len(cols["node_id"])
     nodes = pl.DataFrame(cols, schema={"node_id": pl.String, "kind": pl.String, "site": pl.String,
@@ -107,8 +104,8 @@ def synthetic_bundle(rng: np.random.Generator, index: int, *, n_edges: int, n_la
     )
 
     blocks = [(node_ids[a], node_ids[b]) for a, b in wiring(n_layers)]
-    last = node_ids[f"resid_{n_layers - 1}"]
-    blocks.append((last, ["output"]))
+    last = node_ids[naming.site_name("resid", n_layers - 1)]
+    blocks.append((last, [naming.OUTPUT_ID]))
     sizes = np.array([len(a) * len(b) for a, b in blocks])
     total = int(sizes.sum())
     if n_edges > total:
