@@ -27,7 +27,7 @@ ENGINE = "ladybug"
 MARKER = {"format": STORE_FORMAT, "engine": ENGINE, "schema": "sfc-graph/1"}
 LOW_SPACE_BYTES = 16 << 20  # an engine I/O failure with less free space than this is a full disk
 
-_LOCK = re.compile(r"Could not set lock on file.*?(?:Lock is held by PID (\d+))?", re.DOTALL)
+_LOCK_PID = re.compile(r"Lock is held by PID (\d+)")
 _POST_COMMIT = "Transaction committed successfully, but the post-commit checkpoint failed"
 _RECOVERY_PENDING = ("read-only mode while checkpoint recovery is pending",
                      "Couldn't replay shadow pages under read-only mode")
@@ -104,9 +104,9 @@ def is_post_commit_failure(exc: BaseException) -> bool:
 def engine_error(exc: BaseException, path: Path, *, doing: str) -> StoreError:
     """One sentence for an engine failure while ``doing`` something (open, write to, read) to the store."""
     text = str(exc)
-    lock = _LOCK.search(text)
-    if lock:
-        who = f" (PID {lock.group(1)})" if lock.group(1) else ""
+    if is_lock_held(exc):
+        pid = _LOCK_PID.search(text)
+        who = f" (PID {pid.group(1)})" if pid else ""
         return StoreError(f"another sfc process{who} is writing to the store at {path}; wait for it to finish, "
                           "then try again")
     if is_recovery_pending(exc):
