@@ -41,7 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sfc_graph.errors import ComputeError, TaskError
+from sfc_graph import naming
+from sfc_graph.errors import ComputeError, SfcError, TaskError
 from sfc_graph.sites import Site, parse_site
 
 from .ablation import Ablation, neuron_dictionaries
@@ -259,11 +260,10 @@ class FeatureRef:
 
 def feature_ref(dictionaries: DictionarySet, ref: str) -> FeatureRef:
     """Resolve a global feature id (``<dictionary id>/<latent>``) or a node id (``resid_3/12``)."""
-    text = ref.strip()
-    head, sep, tail = text.rpartition("/")
-    if not sep or not tail.isdigit():
-        raise ComputeError(f"{ref!r} is not a feature: give '<dictionary id>/<latent>' or a node id like resid_3/12")
-    latent = int(tail)
+    try:  # a node id (resid_3/12) reads like a feature id whose "dictionary" is the site name
+        head, latent = naming.parse_feature_identity(ref.strip())
+    except SfcError:
+        raise ComputeError(f"{ref!r} is not a feature: give '<dictionary id>/<latent>' or a node id like resid_3/12") from None
     by_id = {info.id: name for name, info in dictionaries.infos().items()}
     if head in by_id:
         site = parse_site(by_id[head])
@@ -279,7 +279,7 @@ def feature_ref(dictionaries: DictionarySet, ref: str) -> FeatureRef:
     d_dict = dictionaries[site].d_dict
     if latent >= d_dict:
         raise ComputeError(f"feature {ref!r}: latent {latent} is out of range (the dictionary has {d_dict})")
-    return FeatureRef(site, latent, f"{dictionaries.infos()[site.name].id}/{latent}")
+    return FeatureRef(site, latent, naming.feature_identity(dictionaries.infos()[site.name].id, latent))
 
 
 def circuit_features(circuit_nodes, dictionaries: DictionarySet) -> list[tuple[FeatureRef, float]]:

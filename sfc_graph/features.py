@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping
 
 import polars as pl
 
+from . import naming
 from .errors import FeatureError, SfcError
 from .graph import ANNOTATION_LABELS, _polars_type
 from .store.statements import statement
@@ -54,10 +55,10 @@ CONTEXT_SHARE = 0.6  # share the preceding token (or the behaviour) must hold to
 # --- ids ---------------------------------------------------------------------------------------------------
 def split_feature_id(feature: str) -> tuple[str, int]:
     """``<dictionary id>/<latent>`` → (dictionary id, latent); dictionary ids may hold slashes themselves."""
-    dictionary, sep, latent = str(feature).rpartition("/")
-    if not sep or not dictionary or not latent.isdigit():
-        raise FeatureError(f"{feature!r} is not a feature id; a feature id reads '<dictionary id>/<latent index>'")
-    return dictionary, int(latent)
+    try:
+        return naming.parse_feature_identity(feature)
+    except SfcError as exc:
+        raise FeatureError(str(exc)) from None
 
 
 def feature_id(dictionary: str, latent: int) -> str:

@@ -278,6 +278,18 @@ def feature_identity(dictionary_id: str, index: int) -> str:
     return f"{dictionary_id}/{int(index)}"
 
 
+def parse_feature_identity(identity: str) -> tuple[str, int]:
+    """``<dictionary id>/<index>`` → (dictionary id, index); dictionary ids may hold slashes themselves.
+
+    >>> parse_feature_identity("toy-zoo-v1/resid_3/sae-256/12")
+    ('toy-zoo-v1/resid_3/sae-256', 12)
+    """
+    dictionary, sep, index = str(identity).rpartition("/")
+    if not sep or not dictionary or not index.isdigit():
+        raise SfcError(f"{identity!r} is not a feature id; a feature id reads '<dictionary id>/<latent index>'")
+    return dictionary, int(index)
+
+
 def error_identity(dictionary_id: str) -> str:
     """The graph identity of a dictionary's error node."""
     return f"{dictionary_id}/{ERROR_SUFFIX}"
