@@ -103,6 +103,7 @@ def one_method(method: str, task: str, n_examples: int, use_stand_in: bool, out:
     import torch
 
     torch.set_num_threads(torch.get_num_threads())
+    from sfc_graph import naming
     from sfc_graph.ingest.compute import CircuitSettings, compute_circuit
 
     settings = CircuitSettings(method=method, n_examples=n_examples)
@@ -125,8 +126,8 @@ def one_method(method: str, task: str, n_examples: int, use_stand_in: bool, out:
     table = {}
     for site, values in effects.features.items():
         for index, value in enumerate(values.cpu().tolist()):
-            table[f"{site.name}/{index}"] = value
-        table[f"{site.name}/err"] = float(effects.errors[site])
+            table[naming.feature_id(site.name, index)] = value
+        table[naming.error_id(site.name)] = float(effects.errors[site])
     figures = {
         "method": method, "seconds": seconds, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "nodes": circuit.nodes.height - 1, "edges": circuit.edges.height, "effects": table,
