@@ -34,6 +34,7 @@ COMMANDS = {
     "compare": "report_cmds:compare",
     "viz": "report_cmds:viz",
     "import": "interop_cmds:import_group",
+    "discover": "discover_cmd:discover",
     "demo": "demo_cmd:demo",
     "features": "features_cmds:features",
     "label": "features_cmds:label",
