@@ -19,3 +19,6 @@ UNION ALL OPTIONAL MATCH ()-[r:HAS_NODE]->() RETURN 'relationship' AS what, 'HAS
 UNION ALL OPTIONAL MATCH ()-[r:INSTANCE_OF]->() RETURN 'relationship' AS what, 'INSTANCE_OF' AS name, count(r) AS count
 UNION ALL OPTIONAL MATCH ()-[r:EDGE]->() RETURN 'relationship' AS what, 'EDGE' AS name, count(r) AS count
 UNION ALL OPTIONAL MATCH ()-[r:WEIGHT]->() RETURN 'relationship' AS what, 'WEIGHT' AS name, count(r) AS count
+UNION ALL OPTIONAL MATCH ()-[r:INTERVENES_ON]->() RETURN 'relationship' AS what, 'INTERVENES_ON' AS name, count(r) AS count
+UNION ALL OPTIONAL MATCH ()-[r:ABLATES]->() RETURN 'relationship' AS what, 'ABLATES' AS name, count(r) AS count
+UNION ALL OPTIONAL MATCH ()-[r:HAS_SCORE]->() RETURN 'relationship' AS what, 'HAS_SCORE' AS name, count(r) AS count
