@@ -82,8 +82,14 @@ def compute(model_spec, dict_specs, task_spec, method, ig_steps, node_threshold,
               help="Overrides the job's device.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: the free cores this process may use).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Compute in this process, or one Ray task per circuit (loaded here as each arrives).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Ray workers (default: the cores this process may use).")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="Join this Ray cluster (auto, ray://host:10001); default: start a local one.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per circuit.")
-def run(job_file, shard, store, no_load, device, threads, quiet) -> None:
+def run(job_file, shard, store, no_load, device, threads, executor, workers, ray_address, quiet) -> None:
     """Compute every circuit of a TOML job (skipping those already computed) and load them.
 
     \b
@@ -95,6 +101,10 @@ def run(job_file, shard, store, no_load, device, threads, quiet) -> None:
       out = "bundles"            # relative to the job file
       [settings]                 # any CircuitSettings field
       node_threshold = 0.1
+
+    \b
+    On a cluster: --executor ray (one task per circuit; --ray-address auto to join a running cluster), or a
+    SLURM array job without Ray: sfc ingest run job.toml --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT
     """
     from sfc_graph.ingest.job import load_job, parse_shard, run_job
 
@@ -109,7 +119,8 @@ def run(job_file, shard, store, no_load, device, threads, quiet) -> None:
     def report(line: str) -> None:
         click.echo(line)
 
-    results = run_job(job, shard=(index, count), store=None if no_load else store, device=device, progress=reporter, report=report)
+    results = run_job(job, shard=(index, count), store=None if no_load else store, device=device, progress=reporter,
+                      report=report, executor=executor, workers=workers, address=ray_address)
     computed = sum(r.computed for r in results)
     loaded = sum(r.loaded for r in results)
     click.echo(f"shard {index}/{count}: {len(results)} circuit(s), {computed} computed, {loaded} loaded")

@@ -16,6 +16,7 @@ Ray is optional: ``local`` never imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -62,7 +63,7 @@ class ModelSpec:
     model: str
     dictionaries: tuple[str, ...]
     device: str = "auto"
-    threads: int | None = 1  # torch intra-op threads per worker (one core each by default)
+    threads: int | None = None  # torch intra-op threads of a worker; None: leave as set (Ray workers: 1 each)
 
 
 class _Worker:
@@ -154,7 +155,8 @@ def _run_on_ray(spec: ModelSpec, jobs: list[CircuitJob], *, workers: int, addres
     try:
         gpus = 1 if spec.device.startswith("cuda") else 0
         actor_class = ray.remote(num_cpus=1, num_gpus=gpus)(_Worker)
-        actors = [actor_class.remote(spec, f"ray-{i}") for i in range(min(workers, len(jobs)))]
+        one_core = dataclasses.replace(spec, threads=spec.threads or 1)  # each worker was given one CPU
+        actors = [actor_class.remote(one_core, f"ray-{i}") for i in range(min(workers, len(jobs)))]
         queue, free = list(jobs), list(actors)
         running: dict[Any, Any] = {}  # result ref -> the actor computing it
         while queue or running:

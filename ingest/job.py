@@ -31,12 +31,9 @@ from typing import Any
 
 import tomllib
 
-from sfc_graph.bundle import MANIFEST, Bundle, read_bundle
-from sfc_graph.errors import BundleError, ComputeError
+from sfc_graph.errors import ComputeError
 
-from .compute import CircuitSettings, Progress, circuit_id, compute_circuit
-from .dictionaries import load_dictionary_set
-from .model import load_model
+from .compute import CircuitSettings, Progress
 from .tasks import load_task
 
 log = logging.getLogger(__name__)
@@ -183,50 +180,37 @@ def run_job(
     device: str | None = None,
     progress: Progress | None = None,
     report: Callable[[str], None] | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
 ) -> list[JobResult]:
     """Compute (unless present) and load (unless loaded into ``store``) every circuit of this shard of ``job``.
 
-    ``store=None`` only writes bundles; pass ``job.store`` to use the job's own store.
+    ``store=None`` only writes bundles; pass ``job.store`` to use the job's own store. The store is opened
+    before any model is loaded, so that a bad store is reported at once. ``executor="ray"`` computes the
+    circuits on a Ray cluster (``ingest/executor.py``) while this process loads each one as it arrives.
     """
+    from .executor import CircuitJob, ModelSpec, default_workers, run_circuits
+
     report = report or (lambda line: log.info(line))
     specs = shard_of(job, *shard)
     if not specs:
         report(f"shard {shard[0]}/{shard[1]} has no circuits (the job has {len(job.circuits)})")
         return []
-    handle = load_model(job.model, device=device or job.device)
-    dictionaries = load_dictionary_set(
-        list(job.dictionaries), n_layers=handle.n_layers, d_model=handle.d_model, model_id=handle.model_id
-    )
     results = []
     with _open(store) as target:
-        for spec in specs:
-            task = load_task(spec.task)
-            cid = circuit_id(handle, dictionaries, task, spec.settings)
-            out = job.out / cid
-            bundle = _existing(out, cid)
-            computed = bundle is None
-            if bundle is None:
-                circuit = compute_circuit(handle, dictionaries, task, spec.settings, progress=progress)
-                bundle = circuit.write(out, overwrite=out.exists())
+        jobs = [CircuitJob(task=load_task(spec.task), settings=spec.settings, out=job.out) for spec in specs]
+        model = ModelSpec(model=job.model, dictionaries=job.dictionaries, device=device or job.device)
+        for done in run_circuits(model, jobs, executor=executor, workers=workers or default_workers(),
+                                 address=address, progress=progress):
             loaded = False
-            if target is not None and not target.has_circuit(cid):
-                loaded = bool(target.load(bundle).loaded)
-            results.append(JobResult(circuit_id=cid, path=out, computed=computed, loaded=loaded))
-            report(f"{cid}: {'computed' if computed else 'already computed'}"
-                   + ("" if target is None else f", {'loaded' if loaded else 'already loaded'}") + f" ({out})")
+            if target is not None and not target.has_circuit(done.circuit_id):
+                loaded = bool(target.load(done.path).loaded)
+            results.append(JobResult(circuit_id=done.circuit_id, path=done.path, computed=done.computed,
+                                     loaded=loaded))
+            report(f"{done.circuit_id}: {'computed' if done.computed else 'already computed'}"
+                   + ("" if target is None else f", {'loaded' if loaded else 'already loaded'}") + f" ({done.path})")
     return results
-
-
-def _existing(out: Path, cid: str) -> Bundle | None:
-    """The bundle at ``out`` if it is complete, valid and the same circuit; else None (recompute)."""
-    if not (out / MANIFEST).is_file():
-        return None
-    try:
-        bundle = read_bundle(out)
-    except BundleError as exc:
-        log.warning("%s: recomputing, the bundle there is not valid (%s)", out, exc)
-        return None
-    return bundle if bundle.circuit_id == cid else None
 
 
 class _NoStore:
