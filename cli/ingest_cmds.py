@@ -103,8 +103,10 @@ def run(job_file, shard, store, no_load, device, threads, executor, workers, ray
       node_threshold = 0.1
 
     \b
-    On a cluster: --executor ray (one task per circuit; --ray-address auto to join a running cluster), or a
-    SLURM array job without Ray: sfc ingest run job.toml --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT
+    On a cluster: --executor ray (one task per circuit; --ray-address auto to join a running cluster), or,
+    without Ray, a SLURM array job (#SBATCH --array=1-N) whose tasks each run
+      sfc ingest run job.toml --shard $SLURM_ARRAY_TASK_ID/N --no-load
+    and one final sfc ingest run job.toml (nothing left to compute) loads every bundle.
     """
     from sfc_graph.ingest.job import load_job, parse_shard, run_job
 
