@@ -13,7 +13,7 @@ from shift_builders import build_dictionaries, build_model, write_bios, write_wo
 from sfc_graph.ingest.ablation import Ablation, neuron_dictionaries
 from sfc_graph.ingest.compute import CircuitSettings
 from sfc_graph.ingest.metrics import neg_log_prob
-from sfc_graph.ingest.probe import LinearProbe, attach_probe, train_probe
+from sfc_graph.ingest.probe import train_probe
 from sfc_graph.ingest.shift import (
     ShiftData,
     ShiftExperiment,
