@@ -18,7 +18,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch first and pinned: an unpinned torch (asked for by transformer-lens) would download GBs of CUDA.
 .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION}"
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -e ".[test,ray]"
 # circuit-tracer's viewer models and local server, for the interop tests (tests/test_interop_attribution_graph.py);
 # without its dependencies (torch/transformers/nnsight): the tests load only its standard-library and pydantic files.
 .venv/bin/python -m pip install --quiet --no-deps "circuit-tracer==0.5.0"
