@@ -219,10 +219,15 @@ def result_graph(frame: pl.DataFrame, table: list[dict[str, Any]]) -> dict[str, 
         for column in frame.columns:
             cell = row[column]
             for value in cell if isinstance(cell, list) else [cell]:
-                if isinstance(value, dict) and "_src" in value and "_dst" in value:
+                if not isinstance(value, dict):
+                    continue
+                # LadybugDB returns nodes and relationships as maps with _ID/_LABEL (_SRC/_DST); Neo4j's
+                # rows carry only properties, so they show as a table.
+                value = {(k.lower() if k.startswith("_") else k): v for k, v in value.items()}
+                if "_src" in value and "_dst" in value:
                     edges.append({"src": _id_text(value["_src"]), "dst": _id_text(value["_dst"]),
                                   "weight": value.get("weight"), "label": value.get("_label")})
-                elif isinstance(value, dict) and "_label" in value and "_id" in value:
+                elif "_label" in value and "_id" in value:
                     add_node(value)
         path = row.get("path")
         if isinstance(path, list) and path and all(isinstance(p, str) for p in path):
