@@ -50,7 +50,7 @@ def nodes_with_identity(bundle: Bundle) -> pl.DataFrame:
     dict_of_site = {site: entry["id"] for site, entry in bundle.manifest["dictionaries"].items()}
     rows = []
     for row in bundle.nodes.iter_rows(named=True):
-        site_name = row["node_id"].split("/")[0]
+        site_name = row["site"] if row["site"] == "embed" else f"{row['site']}_{row['layer']}"  # from the columns
         if row["kind"] == "feature":
             identity = f"{dict_of_site[site_name]}/{row['index']}"
         elif row["kind"] == "error":

@@ -56,7 +56,8 @@ def expected_graph(bundle: Path, node_threshold: float, edge_threshold: float):
     kept = {}
     for n in nodes:
         if abs(n["effect"]) >= node_threshold or n["kind"] == "output":
-            dictionary = manifest["dictionaries"].get(n["node_id"].split("/")[0], {}).get("id")
+            site = n["site"] if n["site"] in ("embed", "output") else f"{n['site']}_{n['layer']}"
+            dictionary = manifest["dictionaries"].get(site, {}).get("id")
             kept[key(n["node_id"], n["position"])] = {
                 "node_id": n["node_id"], "kind": n["kind"], "site": n["site"], "layer": n["layer"],
                 "index": n["index"], "position": n["position"], "effect": n["effect"],

@@ -69,13 +69,20 @@ def test_compute_writes_a_valid_bundle_with_a_stable_id(workspace, tmp_path):
     output = bundle.nodes.filter(bundle.nodes["node_id"] == "output")
     assert output.height == 1 and output["effect"][0] == pytest.approx(manifest["metric_clean"])
     into_output = bundle.edges.filter(bundle.edges["dst"] == "output")
-    assert into_output.height > 0 and set(into_output["src"].str.split("/").list.first()) == {"resid_1"}
+    site_of = _site_names(bundle)
+    assert into_output.height > 0 and {site_of[n] for n in into_output["src"]} == {"resid_1"}
     assert bundle.edges.height > into_output.height
     # same inputs, same id; a changed setting, another id
     assert invoke(*compute_args(workspace, tmp_path / "b", "--method", "attrib")).exit_code == 0
     assert read_bundle(tmp_path / "b").circuit_id == bundle.circuit_id
     assert invoke(*compute_args(workspace, tmp_path / "c", "--method", "attrib", "--n-examples", "4")).exit_code == 0
     assert read_bundle(tmp_path / "c").circuit_id != bundle.circuit_id
+
+
+def _site_names(bundle) -> dict[str, str]:
+    """node id -> site name, from the bundle's site and layer columns."""
+    return {n: s if s in ("embed", "output") else f"{s}_{layer}"
+            for n, s, layer in bundle.nodes.select("node_id", "site", "layer").iter_rows()}
 
 
 def test_per_position_bundle_and_site_pairs(workspace, tmp_path):
@@ -93,7 +100,8 @@ def test_per_position_bundle_and_site_pairs(workspace, tmp_path):
     features = bundle.nodes.filter(bundle.nodes["kind"] != "output")
     assert features["position"].min() >= 0
     # with resid_0, mlp_1 and resid_1 only, resid_0 feeds mlp_1 and resid_1 directly
-    pairs = set(zip(bundle.edges["src"].str.split("/").list.first(), bundle.edges["dst"].str.split("/").list.first()))
+    site_of = _site_names(bundle)
+    pairs = {(site_of[s], site_of[d]) for s, d in zip(bundle.edges["src"], bundle.edges["dst"])}
     assert ("resid_0", "resid_1") in pairs and ("mlp_1", "resid_1") in pairs
 
 
