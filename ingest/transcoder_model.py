@@ -94,18 +94,19 @@ class TranscoderModel:
         self.others = {site: dictionaries.by_site[site] for site in dictionaries.sites
                        if not (site.kind == "mlp" and dictionaries.by_site[site].info.kind == "transcoder")}
         self.mlp_reads = [self._transcoder_read(layer) for layer in range(self.n_layers)]
-        self.attn_reads = [self._ln_read(self.model.blocks[layer].ln1, f"blocks.{layer}.ln1")
-                           for layer in range(self.n_layers)]
-        self.final_read = self._ln_read(self.model.ln_final, "ln_final")
+        self.attn_reads = [self._ln_read(f"blocks.{layer}.ln1") for layer in range(self.n_layers)]
+        self.final_read = self._ln_read("ln_final")
 
     # --- reads --------------------------------------------------------------------------------------------
     def _norm_kind(self) -> str:
         return str(self.model.cfg.normalization_type or "none")
 
-    def _ln_read(self, module, prefix: str) -> Read:
+    def _ln_read(self, prefix: str) -> Read:
+        """The read of the LayerNorm module at ``prefix`` (``blocks.0.ln1``, ``ln_final``)."""
         kind = self._norm_kind()
         if kind == "none":
             return Read(center=False, weight=None, bias=None, scale_hook=None)
+        module = self.model.get_submodule(prefix)
         center = kind in ("LN", "LNPre")
         weight = module.w.detach().float() if hasattr(module, "w") else None
         bias = module.b.detach().float() if hasattr(module, "b") else None
@@ -119,7 +120,7 @@ class TranscoderModel:
                 return Read(center=False, weight=None, bias=None, scale_hook=None)
             return Read(center=kind in ("LN", "LNPre"), weight=None, bias=None, scale_hook=f"blocks.{layer}.ln2.hook_scale")
         if hook == f"blocks.{layer}.hook_mlp_in":
-            return self._ln_read(self.model.blocks[layer].ln2, f"blocks.{layer}.ln2")
+            return self._ln_read(f"blocks.{layer}.ln2")
         if hook == f"blocks.{layer}.hook_resid_mid":
             return Read(center=False, weight=None, bias=None, scale_hook=None)
         raise ComputeError(
