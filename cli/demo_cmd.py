@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import store_option
+from sfc_graph.cli.options import device_option, quiet_option, store_option
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -24,8 +24,8 @@ from sfc_graph.cli.options import store_option
               help="Node-effect estimator.")
 @click.option("--n-examples", type=int, default=64, show_default=True, help="Examples per task.")
 @click.option("--task", "tasks", multiple=True, help="Only these zoo tasks (repeatable); default: all.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@device_option()
+@quiet_option
 def demo(store: str, out_dir: Path, method: str, n_examples: int, tasks: tuple[str, ...], device: str,
          quiet: bool) -> None:
     """Compute, store, query and compare circuits for every task of the toy zoo."""

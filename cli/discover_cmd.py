@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import store_option
+from sfc_graph.cli.options import device_option, quiet_option, store_option
 from sfc_graph.cli.progress import progress_for
 
 
@@ -42,11 +42,11 @@ from sfc_graph.cli.progress import progress_for
               help="Ray workers (default: the cores this process may use).")
 @click.option("--ray-address", default=None, metavar="ADDR",
               help="Join this Ray cluster (auto, ray://host:10001); default: start a local one.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch in this process (default: the free cores this process may use).")
 @store_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per behaviour.")
+@quiet_option
 def discover(model_spec, dict_specs, corpus, n_clusters, features, algorithm, n_contexts, pca_dims, min_cluster_size,
              examples_per_circuit, seed, method, node_threshold, edge_threshold, out, no_load, executor, workers,
              ray_address, device, threads, store, quiet) -> None:

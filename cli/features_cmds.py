@@ -8,7 +8,7 @@ import time
 import click
 
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import store_option
+from sfc_graph.cli.options import device_option, quiet_option, store_option
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -30,9 +30,9 @@ def features() -> None:
 @click.option("--max-docs", type=click.IntRange(min=1), default=None, help="Use only the first N documents.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--relabel", is_flag=True, help="Replace hand-set and imported labels by drafted ones too.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@device_option()
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 @store_option
 def build(model_spec: str, dict_specs: tuple[str, ...], corpus: str, top_k: int, max_docs: int | None,
           batch_size: int, relabel: bool, device: str, threads: int, quiet: bool, store: str) -> None:

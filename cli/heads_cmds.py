@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from sfc_graph.cli.app import CONTEXT_SETTINGS
+from sfc_graph.cli.options import device_option, quiet_option
 
 # Help for every HeadSettings field; the options themselves are generated from the dataclass, so that the
 # settings are declared once (tests/test_heads_cli.py checks that every field has an option).
@@ -16,6 +17,7 @@ SETTING_HELP = {
     "n_examples": "Use the first N examples of the task (N positives and N negatives for discrete-sae).",
     "negatives": "discrete-sae negatives: auto (abc for ioi, else the task's counterfactual prompts), "
                  "counterfactual or abc.",
+    "position": "discrete-sae: a head's output per prompt, averaged over positions (as published) or at the last.",
     "n_sae_examples": "Prompts (positives and negatives together) the SAE is trained on.",
     "n_latents": "SAE latents.",
     "l1": "SAE sparsity penalty λ (loss = MSE + λ · mean ‖f‖₁).",
@@ -28,7 +30,7 @@ SETTING_HELP = {
     "patch": "eap/exact: the patch of a head's output: counterfactual prompt or per-position mean.",
     "batch_size": "Prompts per forward pass.",
 }
-_CHOICES = {"negatives": ("auto", "counterfactual", "abc"), "edge_aggregation": ("top-pairs", "sum"),
+_CHOICES = {"negatives": ("auto", "counterfactual", "abc"), "position": ("mean", "last"), "edge_aggregation": ("top-pairs", "sum"),
             "patch": ("counterfactual", "mean")}
 
 
@@ -64,12 +66,12 @@ def heads() -> None:
 @click.option("--method", type=click.Choice(["discrete-sae", "eap", "exact"]), default="discrete-sae",
               show_default=True, help="discrete-sae codes, head attribution patching, or exact head patching.")
 @settings_options
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: the free cores this process may use).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE_DIR")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the bundle path.")
+@quiet_option
 def compute(model_spec, task_spec, method, device, threads, out, overwrite, quiet, **fields) -> None:
     """Score every attention head on a task and write a head circuit bundle.
 
@@ -104,7 +106,7 @@ def compute(model_spec, task_spec, method, device, threads, out, overwrite, quie
 @click.option("--n-examples", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--threshold", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="A head is in the true circuit when |effect| >= this × |m(clean) − m(patch)|.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.argument("bundles", nargs=-1, type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE...")
 def auc(model_spec, task_spec, patch, n_examples, threshold, device, threads, bundles) -> None:

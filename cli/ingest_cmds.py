@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import store_option
+from sfc_graph.cli.options import device_option, quiet_option, store_option
 from sfc_graph.cli.progress import progress_for
 
 
@@ -40,12 +40,12 @@ def ingest() -> None:
 @click.option("--n-examples", type=click.IntRange(min=1), default=64, show_default=True,
               help="Use the first N examples of the task.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: the free cores this process may use).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE_DIR")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars; print only the bundle path.")
+@quiet_option
 def compute(model_spec, dict_specs, task_spec, method, ig_steps, node_threshold, edge_threshold, aggregation,
             metric, ablation, eval_thresholds, n_examples, batch_size, device, threads, out, overwrite, quiet) -> None:
     """Compute one circuit and write it as a bundle directory.
@@ -78,8 +78,7 @@ def compute(model_spec, dict_specs, task_spec, method, ig_steps, node_threshold,
               help="Compute only shard I of N (counting from 1), so that N machines can split the job.")
 @store_option
 @click.option("--no-load", is_flag=True, help="Only write the bundles; do not load them into a store.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-              help="Overrides the job's device.")
+@device_option(default=None, help="Where torch runs (auto, cpu or cuda); overrides the job's device.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: the free cores this process may use).")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -88,7 +87,7 @@ def compute(model_spec, dict_specs, task_spec, method, ig_steps, node_threshold,
               help="Ray workers (default: the cores this process may use).")
 @click.option("--ray-address", default=None, metavar="ADDR",
               help="Join this Ray cluster (auto, ray://host:10001); default: start a local one.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars; one line per circuit.")
+@quiet_option
 def run(job_file, shard, store, no_load, device, threads, executor, workers, ray_address, quiet) -> None:
     """Compute every circuit of a TOML job (skipping those already computed) and load them.
 

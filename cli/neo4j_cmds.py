@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sfc_graph.cli.app import CONTEXT_SETTINGS
+from sfc_graph.cli.options import quiet_option
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -12,7 +13,7 @@ from sfc_graph.cli.app import CONTEXT_SETTINGS
 @click.option("--out", "out", required=True, type=click.Path(path_type=str),
               help="New directory for the CSV files, schema.cypher and import.sh.")
 @click.option("--database", default="neo4j", show_default=True, help="Database name in the printed command.")
-@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+@quiet_option
 def neo4j_import_files(bundles: tuple[str, ...], out: str, database: str, quiet: bool) -> None:
     """Write `neo4j-admin database import full` files for circuit BUNDLE directories.
 

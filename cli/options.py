@@ -3,26 +3,45 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import click
 
 DEFAULT_STORE = "./sfc-store"
-
-
-def default_store() -> str:
-    return os.environ.get("SFC_STORE") or DEFAULT_STORE
-
+STORE_ENVVAR = "SFC_STORE"
+DEVICES = ("auto", "cpu", "cuda")
 
 store_option = click.option(
     "--store",
     "store",
-    default=default_store,
-    show_default="$SFC_STORE, else ./sfc-store",
+    default=DEFAULT_STORE,
+    envvar=STORE_ENVVAR,
+    show_envvar=True,
+    show_default=True,
     metavar="STORE",
     help="Embedded store directory, or a Neo4j URI (bolt://, neo4j://, neo4j+s://).",
 )
+
+quiet_option = click.option(
+    "-q",
+    "--quiet",
+    "quiet",
+    is_flag=True,
+    help="No progress bars or summaries: print only the command's result (paths, ids, one line per item) "
+    "and errors.",
+)
+
+
+def device_option(*, default: str | None = "auto", help: str = ""):
+    """``--device auto|cpu|cuda`` (auto: cuda when torch sees a GPU, else cpu)."""
+    return click.option(
+        "--device",
+        "device",
+        type=click.Choice(DEVICES),
+        default=default,
+        show_default=default is not None,
+        help=help or "Where torch runs: auto (cuda when a GPU is visible, else cpu), cpu or cuda.",
+    )
 
 
 def format_option(*choices: str, default: str = "table"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import param_option, parse_param_value, store_option
+from sfc_graph.cli.options import device_option, param_option, parse_param_value, quiet_option, store_option
 from sfc_graph.cli.progress import progress_for
 
 # Marks et al. 2024, Table (Bias in Bios, Pythia-70M), for reading ours against.
@@ -34,12 +34,17 @@ PAPER = {
 @param_option
 @click.option("--margin", type=float, default=0.0, show_default=True,
               help="Automatic judge: spurious when gender separation exceeds profession separation by this.")
+@click.option("--min-separation", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="Automatic judge: a spurious feature separates gender at least this well (|2·AUROC − 1|).")
 @click.option("--retrain/--no-retrain", default=True, show_default=True,
               help="Also retrain the probe with the features ablated (SHIFT + retrain).")
 @click.option("--skylines/--no-skylines", default=True, show_default=True,
               help="Also measure the neuron and feature skylines (they use gender labels).")
 @click.option("--skyline-k", type=click.IntRange(min=1), default=None,
               help="Nodes each skyline ablates (default: as many features as SHIFT ablates).")
+@click.option("--fill", type=click.Choice(["zero", "mean"]), default="zero", show_default=True,
+              help="Ablated features are set to zero (the paper) or to their mean over the ambiguous "
+                   "training bios' tokens.")
 @click.option("--method", type=click.Choice(["attrib", "ig"]), default="ig", show_default=True)
 @click.option("--ig-steps", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--node-threshold", type=click.FloatRange(min=0), default=0.1, show_default=True,
@@ -50,13 +55,13 @@ PAPER = {
 @click.option("--n-examples", type=click.IntRange(min=1), default=128, show_default=True,
               help="Ambiguous training bios the circuit is computed on.")
 @click.option("--probe-l2", type=click.FloatRange(min=0), default=1e-3, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@device_option()
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: the free cores this process may use).")
 @click.option("--overwrite", is_flag=True, help="Replace the circuit bundle in --out.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def shift(model_spec, dict_specs, bios_spec, store, out, features, params, margin, retrain, skylines, skyline_k,
-          method, ig_steps, node_threshold, edge_threshold, ablation, n_examples, probe_l2, device, threads,
+@quiet_option
+def shift(model_spec, dict_specs, bios_spec, store, out, features, params, margin, min_separation, retrain, skylines, skyline_k,
+          fill, method, ig_steps, node_threshold, edge_threshold, ablation, n_examples, probe_l2, device, threads,
           overwrite, quiet) -> None:
     """Train a probe on bios where gender predicts the profession, compute its circuit, ablate the features
     judged spurious, and print the paper's table (accuracies on the balanced bios).
@@ -86,7 +91,7 @@ def shift(model_spec, dict_specs, bios_spec, store, out, features, params, margi
         circuit=CircuitSettings(method=method, ig_steps=ig_steps, ablation=ablation, metric="neg_log_prob",
                                 node_threshold=node_threshold, edge_threshold=edge_threshold,
                                 n_examples=n_examples, eval_thresholds=()),
-        probe_l2=probe_l2, skyline_k=skyline_k,
+        probe_l2=probe_l2, skyline_k=skyline_k, fill=fill,
     )
     data = ShiftData(load_bios(bios_spec, "ambiguous"), load_bios(bios_spec, "balanced"))
     handle = load_model(model_spec, device=device)
@@ -97,7 +102,7 @@ def shift(model_spec, dict_specs, bios_spec, store, out, features, params, margi
     out.mkdir(parents=True, exist_ok=True)
     with open_store(store) as circuit_store:
         result = run_shift(experiment, store=circuit_store, out=out, features=features, query_params=query_params,
-                           margin=margin, retrain=retrain, skylines=skylines, overwrite=overwrite,
+                           margin=margin, min_separation=min_separation, retrain=retrain, skylines=skylines, overwrite=overwrite,
                            progress=progress)
     report = render_report(result, data.classes, data.aligned)
     (out / "report.md").write_text(report, encoding="utf-8")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import format_option, store_option
+from sfc_graph.cli.options import format_option, quiet_option, store_option
 
 # Bundles with more rows than this get a progress bar while loading.
 PROGRESS_MIN_ROWS = 200_000
@@ -14,7 +14,7 @@ PROGRESS_MIN_ROWS = 200_000
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=str))
 @store_option
-@click.option("--quiet", is_flag=True, help="Print nothing but errors.")
+@quiet_option
 def load(bundles: tuple[str, ...], store: str, quiet: bool) -> None:
     """Load circuit BUNDLE directories into the store.
 

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import click
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import format_option, store_option
+from sfc_graph.cli.options import device_option, format_option, quiet_option, store_option
 
 model_option = click.option("--model", "model_spec", required=True, metavar="M",
                             help="toy-zoo, a checkpoint directory, or a transformer_lens model name.")
 dict_option = click.option("--dict", "dict_specs", required=True, multiple=True, metavar="SPEC",
                            help="toy-zoo-transcoders, a directory with one sub-directory per site, or SITE=PATH "
                                 "(repeatable); every mlp_L needs a transcoder.")
-device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,
                               help="CPU threads for torch (default: the free cores this process may use).")
 
@@ -62,10 +61,10 @@ def _load(model_spec: str, dict_specs, device: str, threads: int | None):
 @click.option("--no-logit-lens", is_flag=True, help="Skip the logit lens of the dictionaries' features.")
 @click.option("--load", "load_after", is_flag=True, help="Also load the weight graph into --store.")
 @store_option
-@device_option
+@device_option()
 @threads_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing weight graph at --out.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar; print only the output path.")
+@quiet_option
 def build(model_spec, dict_specs, out, top_k, floor, n_tokens, block, no_deembeddings, no_logit_lens, load_after,
           store, device, threads, overwrite, quiet) -> None:
     """Compute the input-invariant weight graph and write it to --out.
@@ -129,7 +128,7 @@ def _load_into(store: str, paths, quiet: bool) -> None:
 @weights.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="DIR...")
 @store_option
-@click.option("-q", "--quiet", is_flag=True)
+@quiet_option
 def load(paths, store, quiet) -> None:
     """Load weight graphs (directories written by `sfc weights build`) into the store; re-loads are no-ops."""
     _load_into(store, list(paths), quiet)
@@ -181,7 +180,7 @@ def delete(graph_id, store) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--load", "load_after", is_flag=True, help="Also load the bundle into --store.")
 @store_option
-@device_option
+@device_option()
 @threads_option
 def circuit(model_spec, dict_specs, task_spec, example, root, num_iters, num_branches, no_cap, keep_bos, no_errors,
             out, overwrite, load_after, store, device, threads) -> None:
