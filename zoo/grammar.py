@@ -146,8 +146,8 @@ SPECIAL_TOKENS = ("<bos>", "<eos>", "<pad>", "<unk>")
 PUNCTUATION = (",", ".", ":")
 
 # the share of each unit kind in training documents (bios and filler included, the tasks a minority)
-MIXTURE = (("filler", 0.46), ("bio", 0.12), ("simple", 0.05), ("nounpp", 0.07), ("rc", 0.08),
-           ("ioi", 0.09), ("years", 0.07), ("copy", 0.06))
+MIXTURE = (("filler", 0.40), ("bio", 0.12), ("simple", 0.05), ("nounpp", 0.08), ("rc", 0.09),
+           ("ioi", 0.10), ("years", 0.07), ("copy", 0.09))
 
 Unit = list[tuple[str, str]]  # (word, behaviour label); a four-digit year is one word of two tokens
 
