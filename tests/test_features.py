@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -228,3 +229,20 @@ def _zoo_site(site: str) -> str:
     from sfc_graph import zoo
 
     return str(zoo.dictionary_path(site))
+
+
+def test_labels_appear_in_diagrams_and_reports(tmp_path, store):
+    from sfc_graph.report.compare import build_comparison_report
+    from sfc_graph.report.viz import draw_circuit, graphviz_available
+
+    bundle = build_circuit(tmp_path / "c1", "c1", task="agreement")
+    store.load(bundle)
+    store.load(build_circuit(tmp_path / "c2", "c2", task="ioi", seed=3))
+    top = bundle.nodes.filter(pl.col("kind") == "feature").sort(pl.col("effect").abs(), descending=True).row(0, named=True)
+    site = top["node_id"].split("/")[0]
+    set_label(store, f"{bundle.manifest['dictionaries'][site]['id']}/{top['index']}", "subject number")
+    report = build_comparison_report(store, ["c1", "c2"], tmp_path / "report")
+    assert "subject number" in Path(report.html).read_text(encoding="utf-8")
+    if graphviz_available():
+        diagram = draw_circuit(store, "c1", tmp_path / "c1.svg")
+        assert "subject number" in diagram.path.read_text(encoding="utf-8")

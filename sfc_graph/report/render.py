@@ -41,12 +41,17 @@ def _tables(data: ComparisonData) -> dict[str, list[tuple[str | None, pl.DataFra
         keep = ["feature", "site", "count", "tasks"] + [c for c in shared.columns if c in labels.values()]
         if len(data.ids) > MAX_MATRIX_CIRCUITS:
             keep.append("effects")
+        if "label" in shared.columns and "label" not in labels.values() and shared["label"].null_count() < shared.height:
+            keep.append("label")  # the features' labels, last, when any has one (sfc label, sfc features build)
         shared = shared.select(keep)
+    # feature labels (sfc label, sfc features build) beside the ids, when the store has them
+    labelled = all("label" in data.top[c].columns for c in data.ids) and any(
+        data.top[c]["label"].null_count() < data.top[c].height for c in data.ids)
+    named = ["node_id", "feature", *(["label"] if labelled else []), "effect"]
     top = [(labels[c], data.top[c].select(
-        "node_id", "feature", "effect",
+        *named,
         pl.col("feature").replace_strict(data.shared_counts, default=None, return_dtype=pl.Int64).alias("in circuits"),
-    )) for c in data.ids] if len(data.ids) > 1 else [(labels[c], data.top[c].select("node_id", "feature", "effect"))
-                                                      for c in data.ids]
+    )) for c in data.ids] if len(data.ids) > 1 else [(labels[c], data.top[c].select(*named)) for c in data.ids]
     errors = pl.DataFrame({
         "circuit": [labels[c] for c in data.ids],
         "error share": [data.overall_error_share(c) for c in data.ids],

@@ -82,7 +82,20 @@ def draw_circuit(
     diagram_format(out_path)  # fail on a bad extension or a missing Graphviz before reading the circuit
     require_graphviz()
     graph = store.to_networkx(circuit_id, node_threshold=node_threshold, edge_threshold=edge_threshold)
+    add_feature_labels(store, graph)
     return draw_graph(graph, out_path, max_nodes=max_nodes, max_edges=max_edges)
+
+
+def add_feature_labels(store: "BaseStore", graph: nx.DiGraph) -> None:
+    """Put each feature's label (or, without one, its top activating tokens) on its node as ``label``."""
+    from ..features import labels_for
+
+    known = labels_for(store, (d.get("feature") for _, d in graph.nodes(data=True)))
+    for _, data in graph.nodes(data=True):
+        found = known.get(data.get("feature") or "")
+        if found:
+            tokens = found.get("top_tokens") or []
+            data["label"] = found.get("label") or " ".join(tokens[:3]) or None
 
 
 def draw_graph(graph: nx.DiGraph, out_path: str | Path, *, max_nodes: int = MAX_NODES,
@@ -177,9 +190,17 @@ def _node_style(graph: nx.DiGraph, key: str, max_effect: float) -> dict[str, str
         return {"label": f"ε {_site_of(data).name}{where}\n{effect:+.3g}", "shape": "triangle", "style": "filled,dashed",
                 "fillcolor": fill, "fontcolor": font, "color": "#333333", "fontsize": "8", "margin": "0",
                 "tooltip": tooltip}
-    # The node id names any kind the same way the store and queries do (resid_0/17, attn_2/h3 for a head).
-    return {"label": f"{data['node_id']}{where}\n{effect:+.3g}", "shape": "box",
+    # The node id names any kind the same way the store and queries do (resid_0/17, attn_2/h3 for a head);
+    # a feature's label (sfc label / sfc features build), when it has one, goes under it.
+    label = data.get("label")
+    named = f"\n{_short(label)}" if label else ""
+    return {"label": f"{data['node_id']}{where}{named}\n{effect:+.3g}", "shape": "box",
             "style": "rounded,filled", "fillcolor": fill, "fontcolor": font, "color": "#444444", "tooltip": tooltip}
+
+
+def _short(label: str, width: int = 28) -> str:
+    label = " ".join(str(label).split())
+    return label if len(label) <= width else label[: width - 1] + "…"
 
 
 def _edge_style(weight: float, max_weight: float) -> dict[str, str]:
