@@ -359,13 +359,20 @@ def pooled_codes(handle: ModelHandle, dictionaries: DictionarySet, encoded: Bios
 
 AUTO_RULE = (
     "spurious when the feature's mean activation over a bio separates the bios' gender better than their "
-    "profession on the labelled balanced training split (|2·AUROC − 1| for gender > for profession)"
+    "profession (|2·AUROC − 1| for gender > for profession + margin) and separates gender at all "
+    "(|2·AUROC − 1| >= min_separation), on the labelled balanced training split"
 )
+MIN_SEPARATION = 0.2  # AUROC 0.6: below it a feature says little about gender, and is not "about gender"
 
 
 def auto_judge(handle: ModelHandle, dictionaries: DictionarySet, labelled: BiosSet,
-               features: Sequence[tuple[FeatureRef, float | None]], *, margin: float = 0.0) -> list[Judgement]:
-    """The automatic stand-in for the paper's human judge (rule: :data:`AUTO_RULE`; ``margin`` widens it)."""
+               features: Sequence[tuple[FeatureRef, float | None]], *, margin: float = 0.0,
+               min_separation: float = MIN_SEPARATION) -> list[Judgement]:
+    """The automatic stand-in for the paper's human judge (rule: :data:`AUTO_RULE`).
+
+    Why the floor: a person ablates the features they can read as gender (names, pronouns), not every feature
+    that says little about either concept; zeroing those too removes much of what the probe reads.
+    """
     if not features:
         return []
     refs = [f for f, _ in features]
@@ -376,7 +383,7 @@ def auto_judge(handle: ModelHandle, dictionaries: DictionarySet, labelled: BiosS
     for column, (ref, effect) in enumerate(features):
         sep_g = separation(codes[:, column], gender)
         sep_p = separation(codes[:, column], profession)
-        spurious = sep_g > sep_p + margin
+        spurious = sep_g > sep_p + margin and sep_g >= min_separation
         reason = f"separates gender {sep_g:.2f} vs profession {sep_p:.2f}"
         out.append(Judgement(ref, spurious, "auto", reason, effect, sep_g, sep_p))
     return out
@@ -409,6 +416,9 @@ class ShiftSettings:
         n_examples=128, eval_thresholds=()))
     probe_l2: float = 1e-3
     skyline_k: int | None = None  # None: as many as SHIFT ablates
+    # what an ablated feature is set to: zero (the paper) or its mean over the ambiguous training bios' real
+    # tokens (keeps the probe's offset calibrated; removes only the feature's variation)
+    fill: str = "zero"
     batch_size: int = 64
 
 
@@ -442,6 +452,29 @@ class ShiftExperiment:
         encoded = self.sets[which]
         return train_probe(self.pooled(which, ablation), encoded.profession, n_classes=len(self.data.classes),
                            l2=self.settings.probe_l2)
+
+    def filled(self, ablation: Ablation) -> Ablation:
+        """``ablation`` with the fill of :attr:`ShiftSettings.fill` (features only; neurons keep theirs)."""
+        if self.settings.fill == "zero" or ablation.fill:
+            return ablation
+        if self.settings.fill != "mean":
+            raise ComputeError(f"unknown fill {self.settings.fill!r}; zero or mean")
+        refs = [FeatureRef(site, latent, f"{site.name}/{latent}") for site, latent in ablation.pairs()]
+        if not refs:
+            return ablation
+        codes = pooled_codes(self.reader, self.dictionaries, self.sets["ambiguous_train"], refs)
+        weights = self._real_token_counts("ambiguous_train")
+        means = (codes * weights[:, None]).sum(0) / weights.sum()  # mean over every real token, not per bio
+        fill: dict[Site, Tensor] = {}
+        for column, (site, latent) in enumerate(ablation.pairs()):
+            fill.setdefault(site, torch.zeros(self.dictionaries[site].d_dict))[latent] = float(means[column])
+        return Ablation(ablation.dictionaries, ablation.indices, fill, ablation.name)
+
+    def _real_token_counts(self, which: str) -> Tensor:
+        encoded = self.sets[which]
+        skip = probe_head(self.reader).skip_first
+        return torch.tensor([max(1, len(t) - (1 if skip and len(t) > 1 else 0)) for t in encoded.tokenized.clean],
+                            dtype=torch.float64)
 
     def measure(self, probe: LinearProbe, ablation: Ablation | None = None) -> Accuracies:
         return accuracies(probe, self.pooled("balanced_test", ablation), self.sets["balanced_test"])
@@ -489,7 +522,8 @@ class ShiftExperiment:
                             name=f"{kind} skyline")
         if kind == "neurons":  # the paper mean-ablates neurons: the mean over real tokens of the training bios
             ablation.fill = self._site_means(sorted(indices, key=lambda s: s.order))
-        return ablation
+            return ablation
+        return self.filled(ablation)
 
     def _site_means(self, sites: list[Site]) -> dict[Site, Tensor]:
         head = probe_head(self.reader)
@@ -519,6 +553,7 @@ class ShiftRow:
 def shift_table(experiment: ShiftExperiment, ablation: Ablation, *, retrain: bool = True, skylines: bool = True,
                 progress=None) -> list[ShiftRow]:
     """The paper's table on the balanced test split (rows defined in the module docstring)."""
+    ablation = experiment.filled(ablation)
     rows = [ShiftRow("original", experiment.measure(experiment.probe), 0)]
     rows.append(ShiftRow("SHIFT", experiment.measure(experiment.probe, ablation), ablation.n_latents))
     if retrain:
@@ -612,7 +647,8 @@ class ShiftResult:
 
 
 def run_shift(experiment: ShiftExperiment, *, store, out: str | Path, features: str | None = None,
-              query_params: dict[str, Any] | None = None, margin: float = 0.0, retrain: bool = True,
+              query_params: dict[str, Any] | None = None, margin: float = 0.0,
+              min_separation: float = MIN_SEPARATION, retrain: bool = True,
               skylines: bool = True, overwrite: bool = False, progress=None) -> ShiftResult:
     """``sfc shift``: the circuit into the store, the judgement, the table, and the Intervention record."""
     from sfc_graph.interventions import AblatedFeature, InterventionRecord, write_intervention
@@ -630,7 +666,8 @@ def run_shift(experiment: ShiftExperiment, *, store, out: str | Path, features: 
     effects = {r.feature_id: e for r, e in in_circuit}
     labelled = experiment.sets["balanced_train"]
     if features is None:
-        judgements = auto_judge(experiment.reader, experiment.dictionaries, labelled, in_circuit, margin=margin)
+        judgements = auto_judge(experiment.reader, experiment.dictionaries, labelled, in_circuit, margin=margin,
+                                min_separation=min_separation)
     else:
         refs, judge = features_from(features, store=store, dictionaries=experiment.dictionaries, circuit_id=cid,
                                     params=query_params)
@@ -651,7 +688,9 @@ def run_shift(experiment: ShiftExperiment, *, store, out: str | Path, features: 
             effect=effects.get(r.feature_id)) for r in ablated],
         before={"profession": before.profession, "gender": before.gender, "worst_group": before.worst_group},
         after={"profession": after.profession, "gender": after.gender, "worst_group": after.worst_group},
-        results={"table": [r.as_dict() for r in rows], "rule": AUTO_RULE if features is None else None,
+        results={"table": [r.as_dict() for r in rows],
+                 "rule": None if features is not None else
+                 f"{AUTO_RULE} (margin {margin}, min_separation {min_separation})",
                  "features_from": features, "settings": experiment.settings.circuit.identity()},
     )
     intervention_id = write_intervention(store, record) if ablated else None
