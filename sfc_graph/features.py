@@ -40,6 +40,7 @@ import polars as pl
 from . import naming
 from .errors import FeatureError, SfcError
 from .graph import ANNOTATION_LABELS, _polars_type
+from .naming import feature_identity, parse_feature_identity
 from .store.statements import statement
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,15 @@ CONTEXT_SHARE = 0.6  # share the preceding token (or the behaviour) must hold to
 
 # --- ids ---------------------------------------------------------------------------------------------------
 def split_feature_id(feature: str) -> tuple[str, int]:
-    """``<dictionary id>/<latent>`` → (dictionary id, latent); dictionary ids may hold slashes themselves."""
+    """``<dictionary id>/<latent>`` → (dictionary id, latent) (:mod:`sfc_graph.naming` owns the format)."""
     try:
-        return naming.parse_feature_identity(feature)
+        return parse_feature_identity(feature)
     except SfcError as exc:
         raise FeatureError(str(exc)) from None
 
 
 def feature_id(dictionary: str, latent: int) -> str:
-    return f"{dictionary}/{int(latent)}"
+    return feature_identity(dictionary, latent)
 
 
 # --- drafting labels ---------------------------------------------------------------------------------------
