@@ -246,3 +246,31 @@ def test_labels_appear_in_diagrams_and_reports(tmp_path, store):
     if graphviz_available():
         diagram = draw_circuit(store, "c1", tmp_path / "c1.svg")
         assert "subject number" in diagram.path.read_text(encoding="utf-8")
+
+
+def test_cli_label_import_then_search(tmp_path):
+    bundle = build_circuit(tmp_path / "c1", "c1")
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    assert runner.invoke(main, ["load", str(tmp_path / "c1"), "--store", store]).exit_code == 0
+    dictionary = bundle.manifest["dictionaries"]["mlp_1"]["id"]
+    latent = int(bundle.nodes.filter(pl.col("node_id").str.starts_with("mlp_1/") & (pl.col("kind") == "feature"))["index"][0])
+    export = tmp_path / "explanations.json"
+    export.write_text(json.dumps([{"modelId": "np-model", "layer": "1-mlp", "index": str(latent),
+                                   "description": "Closing brackets in code"}]))
+    result = runner.invoke(main, ["label", "--import", str(export), "--map", f"np-model/1-mlp={dictionary}",
+                                  "--store", store])
+    assert result.exit_code == 0, result.output
+    assert "imported 1 labels" in result.output
+    found = runner.invoke(main, ["query", "feature-search", "-p", "text", "BRACKETS", "--store", store,
+                                 "--format", "json"])
+    rows = json.loads(found.output)
+    assert [(r["feature"], r["label_source"], r["n_circuits"]) for r in rows] == [(f"{dictionary}/{latent}", "neuronpedia", 1)]
+    both = runner.invoke(main, ["label", "x", "y", "--import", str(export), "--store", store])
+    assert both.exit_code == 2
+
+
+def test_cli_serve_refuses_a_store_that_is_not_there(tmp_path):
+    result = CliRunner().invoke(main, ["serve", "--store", str(tmp_path / "nothing"), "--port", "8766"])
+    assert result.exit_code == 1
+    assert "no circuit store" in result.output and "Traceback" not in result.output
