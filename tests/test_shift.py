@@ -341,3 +341,23 @@ def test_sfc_shift_refuses_missing_bios_in_one_sentence(workspace, tmp_path):
     assert "Traceback" not in result.output
     assert "not 'toy-zoo' nor a directory" in result.output
     assert not (tmp_path / "st").exists()
+
+
+def test_mean_fill_sets_features_to_their_mean_over_the_training_tokens(experiment):
+    from dataclasses import replace
+
+    site = parse_site("resid_1")
+    dictionary = experiment.dictionaries[site]
+    original = experiment.settings
+    experiment.settings = replace(original, fill="mean")
+    try:
+        filled = experiment.filled(Ablation(experiment.dictionaries, {site: torch.tensor([2, 11])}))
+    finally:
+        experiment.settings = original
+    values = []
+    for bio in experiment.sets["ambiguous_train"].bios:
+        _, cache = experiment.handle.model.run_with_cache(tokens_of(experiment.handle, bio.text))
+        values.append(codes_by_hand(dictionary, cache[site.hook][0, 1:])[:, [2, 11]])
+    expected = torch.cat(values).mean(0)
+    assert torch.allclose(filled.fill[site][[2, 11]], expected, atol=1e-5)
+    assert filled.fill[site].count_nonzero() <= 2
