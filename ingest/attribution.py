@@ -1,4 +1,4 @@
-"""Node effects (indirect effects) of features and error nodes on the metric (DESIGN.md §2.4).
+"""Node effects (indirect effects) of features and error nodes on the metric (docs/sites-and-metrics.md).
 
 For a batch, every method returns per-example, per-position effects: ``features[s]`` ``[b, p, d_dict]`` and
 ``errors[s]`` ``[b, p]``, with ``IE(a) = m(clean | do(a = a_patch)) - m(clean)``.

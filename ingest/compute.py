@@ -1,4 +1,4 @@
-"""Computing one circuit end to end and writing it as a bundle (DESIGN.md §2–3).
+"""Computing one circuit end to end and writing it as a bundle (docs/sites-and-metrics.md, docs/bundle.md).
 
     handle = load_model("toy-zoo", device="cpu")
     dictionaries = load_dictionary_set(["toy-zoo"], n_layers=handle.n_layers, d_model=handle.d_model,
@@ -15,6 +15,7 @@ and the node threshold; edges between kept nodes per batch; evaluation at a list
 from __future__ import annotations
 
 import contextlib
+import math
 import dataclasses
 import hashlib
 import json
@@ -83,8 +84,10 @@ class CircuitSettings:
         checks = [
             (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {self.method!r}"),
             (self.ig_steps >= 1, "ig_steps must be at least 1"),
-            (self.node_threshold >= 0, "node_threshold must be >= 0"),
-            (self.edge_threshold >= 0, "edge_threshold must be >= 0"),
+            (_finite(self.node_threshold) and self.node_threshold >= 0, "node_threshold must be a finite number >= 0"),
+            (_finite(self.edge_threshold) and self.edge_threshold >= 0, "edge_threshold must be a finite number >= 0"),
+            (all(_finite(t) and float(t) >= 0 for t in self.eval_thresholds),
+             f"eval_thresholds must be finite numbers >= 0, not {list(self.eval_thresholds)}"),
             (self.aggregation in AGGREGATIONS, f"aggregation must be one of {', '.join(AGGREGATIONS)}"),
             (self.n_examples is None or self.n_examples >= 1, "n_examples must be at least 1"),
             (self.metric is None or self.metric in METRICS, f"metric must be one of {', '.join(METRICS)}"),
@@ -156,6 +159,13 @@ class Circuit:
 
     def write(self, out_dir: str | Path, *, overwrite: bool = False) -> Bundle:
         return write_bundle(out_dir, self.manifest, self.nodes, self.edges, overwrite=overwrite)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def circuit_id(handle: ModelHandle, dictionaries: DictionarySet, task: Task, settings: CircuitSettings) -> str:

@@ -1,4 +1,4 @@
-"""Faithfulness and completeness of circuits under mean ablation (DESIGN.md §2.8).
+"""Faithfulness and completeness of circuits under mean ablation (docs/sites-and-metrics.md).
 
 ``faithfulness(C) = (m(C) - m(∅)) / (m(M) - m(∅))`` with every node outside ``C`` replaced by its mean
 over the task's examples of the same template at the same position; ``completeness(C) = faithfulness(M \\ C)``. ``m`` is averaged over the examples.

@@ -1,4 +1,4 @@
-"""Metrics ``m`` read from the logits at the last position (DESIGN.md §2.3), one value per row."""
+"""Metrics ``m`` read from the logits at the last position (docs/sites-and-metrics.md), one value per row."""
 
 from __future__ import annotations
 

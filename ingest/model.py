@@ -56,7 +56,7 @@ class ModelHandle:
 @contextlib.contextmanager
 def _quiet_transformer_lens():
     """transformer_lens 3.9 warns on every HookedTransformer that 4.0 removes it; we pin 3.9 knowingly
-    (DESIGN.md §8), so that warning is noise for our users."""
+    (pyproject.toml: transformer-lens 3.9 pinned), so that warning is noise for our users."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="HookedTransformer is deprecated")
         yield

@@ -1,4 +1,4 @@
-"""SHIFT — Sparse Human-Interpretable Feature Trimming (Marks et al. 2024, seed 000 §4; DESIGN.md §2.11).
+"""SHIFT — Sparse Human-Interpretable Feature Trimming (Marks et al. 2024, §4).
 
 A classifier is trained on data where a spurious attribute (gender) is perfectly correlated with the label
 (profession): the ``ambiguous`` split. Then:

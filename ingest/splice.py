@@ -1,4 +1,4 @@
-"""Running a transformer_lens model with dictionaries spliced in at its sites (DESIGN.md §2.1).
+"""Running a transformer_lens model with dictionaries spliced in at its sites (docs/sites-and-metrics.md).
 
 At a site the activation ``x`` is written ``x = x̂ + e`` with ``x̂ = decode(encode(x))`` and ``e = x - x̂``.
 Left alone, the splice is the identity, so gradient passes use the plain model and read ``∂m/∂x`` at each
@@ -138,7 +138,7 @@ class SplicedModel:
         )
 
     def leaf_forward(self, tokens: Tensor) -> LeafRecord:
-        """Forward pass with every site cut into a leaf (for direct edges, DESIGN.md §2.5)."""
+        """Forward pass with every site cut into a leaf (for direct edges, docs/sites-and-metrics.md)."""
         inputs: dict[Site, Tensor] = {}
         record = LeafRecord(logits=torch.empty(0))
 
@@ -167,7 +167,7 @@ class SplicedModel:
 
         With ``keep_features[s]`` (bool, ``[d_dict]`` or ``[p, d_dict]``) and ``keep_error[s]`` (bool, ``[]``
         or ``[p]``), nodes not kept are replaced by their mean ``means[s] = (mean f, mean e)``: the
-        mean-ablation of DESIGN.md §2.8. Without them the splice changes nothing but rounding.
+        mean-ablation of docs/sites-and-metrics.md. Without them the splice changes nothing but rounding.
         """
         inputs: dict[Site, Tensor] = {}
 

@@ -1,4 +1,4 @@
-"""The named query library: parameterised Cypher in ``queries/*.cypher`` (DESIGN.md §6).
+"""The named query library: parameterised Cypher in ``queries/*.cypher`` (README, queries/README.md).
 
 Each ``NAME.cypher`` file holds one statement after a header of ``//`` comment lines::
 

@@ -9,7 +9,7 @@
 // column weight: float -- the product of the path's edge weights
 // post: downstream_paths
 // The Cypher fetches the circuit's nodes, then its edges above min_weight; Python ranks the paths of <= max_hops edges
-// starting at the source by |weight| (best-first search with an upper bound, exact; DESIGN.md §5: weights
+// starting at the source by |weight| (best-first search with an upper bound, exact; weights
 // can be negative, so this is no database shortest path). Ties: fewer hops first, then by labels.
 // Dialect: nodes are keyed by the engine's own id (LadybugDB offset(ID(n)), Neo4j elementId(n)) so that the
 // edge scan reads no node properties; downstream-paths.neo4j.cypher is the Neo4j text.

@@ -1,4 +1,4 @@
-"""The circuit bundle: the hand-off between computing a circuit and loading it (DESIGN.md §3).
+"""The circuit bundle: the hand-off between computing a circuit and loading it (docs/bundle.md).
 
 A bundle is a directory with ``manifest.json``, ``nodes.parquet`` and ``edges.parquet``. It is the source
 of truth; the database is an index that can be rebuilt from bundles. Any producer that follows the contract

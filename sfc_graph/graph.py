@@ -1,4 +1,4 @@
-"""The graph schema (DESIGN.md §4) and the mapping from a bundle to the rows each backend writes.
+"""The graph schema (docs/graph.md) and the mapping from a bundle to the rows each backend writes.
 
 Shared nodes — ``Model``, ``Dictionary``, ``Feature``, ``ErrorNode``, ``Output``, ``Head``, ``Task`` — exist once
 however many circuits use them; a ``Feature`` is keyed by ``<dictionary id>/<index>``, so two circuits

@@ -1,4 +1,4 @@
-"""Sites: where in a transformer_lens model a dictionary is attached (DESIGN.md §2).
+"""Sites: where in a transformer_lens model a dictionary is attached (docs/sites-and-metrics.md).
 
 A site name is ``embed`` or ``<kind>_<layer>`` with kind in attn, mlp, resid. The same names key the
 bundle manifest's ``dictionaries`` and prefix node ids (``resid_3/1234``), so the store, the ingest job and
@@ -31,7 +31,7 @@ class Site:
         """The transformer_lens hook whose activation this site's dictionary reads and reconstructs.
 
         ``embed`` is the residual stream entering block 0 (token + positional embedding), so that it plays
-        the role of ``resid_{-1}`` in the wiring of DESIGN.md §2.5.
+        the role of ``resid_{-1}`` in the wiring of docs/sites-and-metrics.md.
         """
         if self.kind == "embed":
             return "blocks.0.hook_resid_pre"

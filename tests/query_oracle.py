@@ -1,7 +1,7 @@
 """Independent answers to the named queries, computed with polars and NetworkX from the bundles' Parquet.
 
 Nothing here reads the store or imports sfc_graph.graph / sfc_graph.queries: identities, sums over
-positions and path rankings are re-derived from the bundle contract (DESIGN.md §3), so that a test
+positions and path rankings are re-derived from the bundle contract (docs/bundle.md), so that a test
 comparing the two catches a wrong query rather than restating it.
 """
 

@@ -1,6 +1,6 @@
 """The toy model zoo: a small language model trained on the paper's tasks, with dictionaries for every site.
 
-No model weights can be downloaded on the project's machines, so the zoo ships its own (DESIGN.md §7):
+No model weights can be downloaded on the project's machines, so the zoo ships its own:
 a word-level tokenizer, a ``HookedTransformer``, an SAE per site (``embed``, ``attn_L``, ``mlp_L``,
 ``resid_L``) and a transcoder per MLP in the SAELens on-disk format, tasks as counterfactual pairs (each
 with a ``template`` id), bios for SHIFT-style experiments, a text stream labelled with the mechanism behind
@@ -95,7 +95,7 @@ def load_model(device: str = "cpu", root: str | Path | None = None) -> HookedTra
     cfg = HookedTransformerConfig(**{**_model_config(root), "device": device})
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # initialisation draws from the global RNG: fork it. HookedTransformer's deprecation notice is
-        # known and chosen (DESIGN.md §8: transformer-lens 3.9 pinned).
+        # known and chosen (pyproject.toml: transformer-lens 3.9 pinned).
         warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
         model = HookedTransformer(cfg, tokenizer=load_tokenizer(root), move_to_device=False)
     state = load_file(str(root / "model" / "model.safetensors"))

@@ -4,7 +4,7 @@ A store directory holds ``sfc-store.json`` (the marker: which engine, which form
 (the LadybugDB database, with its ``.wal`` and ``.shadow`` files while writing). The marker is written
 last when a store is created, so a directory with a marker is a store that once held its tables. If its
 database later goes missing, empty or loses its tables, the store has lost its data: we refuse it and say
-how to rebuild it from bundles (the source of truth, DESIGN.md §3). Opening it as usual would let the
+how to rebuild it from bundles (the source of truth, docs/bundle.md). Opening it as usual would let the
 engine start an empty database in its place and the next ``sfc load`` would report success over the loss.
 """
 
