@@ -41,6 +41,7 @@ from . import codes as code_stats
 from .examples import NEGATIVES, positives_and_negatives, resolve_negatives
 from .patching import (
     PATCHES,
+    POSITIONS,
     HeadEffects,
     attributed_head_effects,
     exact_head_effects,
@@ -64,6 +65,7 @@ class HeadSettings:
     seed: int = 0
     n_examples: int = 50  # positive prompts (and as many negatives); for eap/exact: examples patched
     negatives: str = "auto"  # auto: abc for ioi, else the task's counterfactual prompts
+    position: str = "mean"  # a head's output per prompt: mean over positions (published) or the last position
     n_sae_examples: int = 10  # prompts (drawn from positives and negatives together) the SAE is trained on
     n_latents: int = 200
     l1: float = 0.02
@@ -83,6 +85,7 @@ class HeadSettings:
             (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {self.method!r}"),
             (self.n_examples >= 1, "n_examples must be at least 1"),
             (self.negatives in NEGATIVES, f"negatives must be one of {', '.join(NEGATIVES)}"),
+            (self.position in POSITIONS, f"position must be one of {', '.join(POSITIONS)}"),
             (self.n_sae_examples >= 1, "n_sae_examples must be at least 1"),
             (self.n_latents >= 1, "n_latents must be at least 1"),
             (self.l1 >= 0 and self.lr > 0 and self.epochs >= 1, "l1 must be >= 0, lr > 0 and epochs >= 1"),
@@ -113,7 +116,7 @@ class HeadSettings:
         data = self.to_dict()
         for name in self.EXECUTION_FIELDS:
             data.pop(name)
-        sae_only = ("negatives", "n_sae_examples", "n_latents", "l1", "lr", "epochs", "normalise",
+        sae_only = ("negatives", "position", "n_sae_examples", "n_latents", "l1", "lr", "epochs", "normalise",
                     "edge_aggregation", "edge_top_fraction", "edge_floor", "seed")
         for name in sae_only if self.method != "discrete-sae" else ("patch",):
             data.pop(name)
@@ -157,7 +160,8 @@ def discrete_sae_scores(handle: ModelHandle, task: Task, settings: HeadSettings)
     kind = resolve_negatives(settings.negatives, task.name)
     positives, negatives = positives_and_negatives(task, kind, seed=settings.seed)
     prompts = positives + negatives
-    outputs = mean_head_outputs(model, _token_batches(handle, prompts, settings.batch_size))  # [2n, H, d]
+    batches = _token_batches(handle, prompts, settings.batch_size)
+    outputs = mean_head_outputs(model, batches, position=settings.position)  # [2n, H, d]
     positive = np.array([True] * len(positives) + [False] * len(negatives))
 
     generator = torch.Generator().manual_seed(settings.seed)

@@ -20,6 +20,7 @@ from ..metrics import Metric
 from ..tasks import Batch
 
 PATCHES = ("counterfactual", "mean")
+POSITIONS = ("mean", "last")  # how a head's output over a prompt becomes one vector for the SAE
 
 
 def z_hook(layer: int) -> str:
@@ -31,9 +32,12 @@ def n_heads_of(model) -> int:
 
 
 @torch.no_grad()
-def mean_head_outputs(model, token_batches: Sequence[Tensor]) -> Tensor:
+def mean_head_outputs(model, token_batches: Sequence[Tensor], *, position: str = "mean") -> Tensor:
     """``[examples, n_layers * n_heads, d_model]``: each head's output averaged over the positions of each
-    example, for batches of equal-length token rows (examples in batch order)."""
+    example (``position="mean"``, as published) or at its last position (``"last"``, the published code's other
+    option), for batches of equal-length token rows (examples in batch order)."""
+    if position not in POSITIONS:
+        raise ValueError(f"position must be one of {', '.join(POSITIONS)}")
     n_layers, n_heads = int(model.cfg.n_layers), int(model.cfg.n_heads)
     out = []
     for tokens in token_batches:
@@ -42,7 +46,7 @@ def mean_head_outputs(model, token_batches: Sequence[Tensor]) -> Tensor:
         for layer in range(n_layers):
             z = cache[z_hook(layer)]  # [b, p, H, d_head]
             result = torch.einsum("bphd,hdm->bphm", z, model.blocks[layer].attn.W_O)
-            per_layer.append(result.mean(dim=1))  # [b, H, d_model]
+            per_layer.append(result.mean(dim=1) if position == "mean" else result[:, -1])  # [b, H, d_model]
         out.append(torch.stack(per_layer, dim=1).reshape(tokens.shape[0], n_layers * n_heads, -1))
     return torch.cat(out).float().cpu()
 
