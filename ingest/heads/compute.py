@@ -133,8 +133,9 @@ class HeadScores:
     scores: np.ndarray  # [n] the node score (effect column)
     extra: dict[str, np.ndarray]  # per-head statistics (extra node columns)
     edges: np.ndarray | None  # [n, n] head → head edge scores (discrete-sae)
-    seconds: float
+    seconds: float  # wall clock
     info: dict[str, Any]
+    cpu_seconds: float = 0.0  # CPU time of this process (robust to a busy machine; all threads summed)
 
     def ranking_scores(self, *, edges: bool = False, settings: HeadSettings | None = None) -> np.ndarray:
         """What ranks heads for evaluation: |effect| for eap/exact, the node score (or the edge scores
@@ -154,7 +155,7 @@ class HeadScores:
 
 def discrete_sae_scores(handle: ModelHandle, task: Task, settings: HeadSettings) -> HeadScores:
     """The published method on the first ``n_examples`` examples of ``task``."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model = handle.model
     task = task.head(settings.n_examples)
     kind = resolve_negatives(settings.negatives, task.name)
@@ -199,14 +200,14 @@ def discrete_sae_scores(handle: ModelHandle, task: Task, settings: HeadSettings)
     }
     return HeadScores(
         "discrete-sae", int(model.cfg.n_layers), int(model.cfg.n_heads), code_stats.softmax(raw), extra, edges,
-        time.perf_counter() - start, info,
+        time.perf_counter() - start, info, time.process_time() - cpu,
     )
 
 
 def patching_scores(handle: ModelHandle, task: Task, settings: HeadSettings, *, exact: bool,
                     means_from: Task | None = None) -> HeadScores:
     """Per-head effects on the logit difference, by exact patching or attribution patching."""
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     task = task.head(settings.n_examples)
     if not task.has_counterfactuals:
         raise TaskError(f"task {task.name}: head patching uses the logit difference, which needs patch prompts")
@@ -221,7 +222,7 @@ def patching_scores(handle: ModelHandle, task: Task, settings: HeadSettings, *, 
         info["metric_patch"] = effects.metric_patch
     return HeadScores(
         "exact" if exact else "eap", int(model.cfg.n_layers), int(model.cfg.n_heads), scores, {}, None,
-        time.perf_counter() - start, info,
+        time.perf_counter() - start, info, time.process_time() - cpu,
     )
 
 
@@ -306,6 +307,7 @@ def head_manifest(handle: ModelHandle, task: Task, settings: HeadSettings, resul
         "dataset_sha256": result.info["dataset_sha256"],
         "settings": settings.identity(),
         "compute_seconds": round(result.seconds, 4),
+        "compute_cpu_seconds": round(result.cpu_seconds, 4),
         "task_source": task.source,
         "head_scores": (
             "effect = softmax over heads of the number of codes shown on positives only; edges = code pairs "
