@@ -190,9 +190,17 @@ def _jobs(tmp_path):
     return [CircuitJob(task=t, settings=settings, out=tmp_path, key=t.name) for t in tasks]
 
 
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray cluster of 2 CPUs for this module's Ray tests (the executor joins a running one)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.mark.ray
-def test_ray_executor_computes_what_the_local_one_does(tmp_path):
-    pytest.importorskip("ray")
+def test_ray_executor_computes_what_the_local_one_does(tmp_path, ray_cluster):
     spec = ModelSpec(model="toy-zoo", dictionaries=("toy-zoo",), device="cpu", threads=1)
     local = {d.job.key: d for d in run_circuits(spec, _jobs(tmp_path / "local"))}
     remote = {d.job.key: d for d in run_circuits(spec, _jobs(tmp_path / "ray"), executor="ray", workers=2)}
@@ -210,8 +218,7 @@ def test_ray_executor_computes_what_the_local_one_does(tmp_path):
 
 
 @pytest.mark.ray
-def test_ingest_run_with_ray_loads_every_circuit(tmp_path):
-    pytest.importorskip("ray")
+def test_ingest_run_with_ray_loads_every_circuit(tmp_path, ray_cluster):
     job = tmp_path / "job.toml"
     job.write_text('model = "toy-zoo"\ndictionaries = ["toy-zoo"]\ntasks = ["agreement_simple", "ioi"]\n'
                    'methods = ["attrib"]\nout = "bundles"\ndevice = "cpu"\n'
