@@ -112,10 +112,21 @@ def gather(store: "BaseStore", circuits: pl.DataFrame, *, top_k: int) -> Compari
     data = ComparisonData(circuits=circuits, overlap=overlap, shared=shared, n_shared=n_shared, shared_counts=shared_counts)
     for cid in ids:
         data.profiles[cid] = _profile(store.query("layer-profile", circuit=cid))
-        data.top[cid] = store.query("top-nodes", circuit=cid, k=top_k, kind="feature")
+        data.top[cid] = _top_units(store, cid, top_k)
         data.error_share[cid] = with_site_names(store.query("error-share", circuit=cid))
         data.evaluation[cid] = _evaluation(store, cid)
     return data
+
+
+def _top_units(store: "BaseStore", circuit: str, top_k: int) -> pl.DataFrame:
+    """The circuit's ``top_k`` nodes by |effect| among its model units — features, and heads or tokens in circuits
+    that have them — leaving out error and output nodes (one top-nodes query per kind)."""
+    from sfc_graph.bundle import NODE_KINDS
+
+    kinds = [kind for kind in NODE_KINDS if kind not in ("error", "output")]
+    frames = [store.query("top-nodes", circuit=circuit, k=top_k, kind=kind) for kind in kinds]
+    top = pl.concat(frames, how="vertical_relaxed")
+    return top.sort(pl.col("effect").abs(), "node_id", "position", descending=[True, False, False]).head(top_k)
 
 
 def _rank_shared(shared: pl.DataFrame) -> pl.DataFrame:
