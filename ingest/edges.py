@@ -3,9 +3,10 @@
 The weight of ``u → d`` is ``∇_d m · ∂d/∂u · Δu``. One forward pass cuts every site into a leaf
 (:meth:`SplicedModel.leaf_forward`), so a gradient taken from a site's value stops at the nearest sites
 upstream: exactly the direct wiring ``resid_{l-1} → attn_l, mlp_l, resid_l``, ``attn_l → mlp_l, resid_l``,
-``mlp_l → resid_l``, with no path through an intermediate site. For each downstream site the kept nodes'
-values, weighted by their metric gradients (``left``), are backpropagated to the upstream leaves a chunk of
-nodes at a time (batched vector–Jacobian products), and contracted with the upstream ``Δ`` of kept nodes only.
+``mlp_l → resid_l``, with no path through an intermediate site. For each downstream site the gradients of
+the kept nodes' values, weighted by their metric gradients (``left``), are formed in closed form at the site
+(:class:`_Downstream`) and backpropagated to the upstream leaves a chunk of nodes at a time (batched
+vector–Jacobian products), then contracted with the upstream ``Δ`` of kept nodes only.
 Weights are summed over examples here; the caller divides by the number of examples.
 """
 
@@ -61,17 +62,74 @@ class EdgeBlock:
     weights: Tensor
 
 
-def _downstream_values(
-    spliced: SplicedModel, site: Site, leaf: LeafRecord, grad: Tensor, kept: KeptNodes
-) -> Tensor:
-    """``left · value`` per (example, position, kept node) ``[b, p, k + 1]``; the last column is the error."""
+@dataclass
+class _Downstream:
+    """What the vector–Jacobian products of one downstream site need, computed once per batch.
+
+    The value of kept feature ``i`` at (example, position) is ``left_i · f_i(input)`` and that of the error node
+    ``g · (x - decode(f(input)))``, with ``g = ∂m/∂x`` and ``left_i = g · W_dec[i]`` held fixed. Their
+    gradients with respect to the site's output ``x`` and the dictionary's ``input`` (the same tensor except for
+    transcoders) have a closed form, because ``pre`` and ``decode`` are affine and the activation acts on each
+    latent alone (ReLU, JumpReLU, TopK: ``∂f/∂pre`` is the diagonal ``slope``):
+
+    * feature ``i``: ``∂/∂input = left_i · slope_i · W_enc[:, i]``, nothing through ``x``;
+    * error: ``∂/∂x = g``, ``∂/∂input = -((slope ⊙ (g @ W_decᵀ)) @ W_encᵀ)``.
+
+    So each kept node costs one backward pass through the model's block, not one more through the dictionary.
+    """
+
+    x: Tensor  # [b, p, d] the site's output, in the leaf graph
+    input: Tensor  # [b, p, d_in] what the dictionary reads, in the leaf graph
+    coef: Tensor  # [b, p, k] left_i · slope_i of the kept features
+    W_enc: Tensor  # [d_in, k] encoder columns of the kept features
+    error_x: Tensor  # [b, p, d]
+    error_input: Tensor  # [b, p, d_in]
+
+    @property
+    def n_nodes(self) -> int:
+        return self.coef.shape[-1] + 1
+
+    def cotangents(self, nodes: Tensor, positions: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """Cotangents of ``input`` (and ``x`` when it is another tensor) for the rows ``nodes`` (node index,
+        ``k`` = the error node), restricted to ``positions`` (per-position rows) when given.
+
+        ``[n, b, p, d_in]`` (and ``[n, b, p, d]`` or None).
+        """
+        k = self.coef.shape[-1]
+        is_error = nodes == k
+        feature = nodes.clamp(max=max(k - 1, 0))
+        if k:
+            # [n, b, p, d_in]: coef[b, p, i] · W_enc[:, i] for the feature rows
+            cot_in = self.coef[..., feature].permute(2, 0, 1).unsqueeze(-1) * self.W_enc[:, feature].T[:, None, None]
+            cot_in = torch.where(is_error.view(-1, 1, 1, 1), self.error_input, cot_in)
+        else:
+            cot_in = self.error_input.expand(len(nodes), *self.error_input.shape).clone()
+        same = self.input is self.x
+        cot_x = is_error.view(-1, 1, 1, 1).to(self.error_x.dtype) * self.error_x
+        if same:
+            cot_in = cot_in + cot_x
+        if positions is not None:
+            at = torch.arange(cot_in.shape[2], device=cot_in.device)
+            mask = (at.view(1, 1, -1, 1) == positions.view(-1, 1, 1, 1)).to(cot_in.dtype)
+            cot_in = cot_in * mask
+            cot_x = cot_x * mask
+        return cot_in, None if same else cot_x
+
+
+def _downstream(spliced: SplicedModel, site: Site, leaf: LeafRecord, grad: Tensor, kept: KeptNodes) -> _Downstream:
     dictionary = spliced.dictionary(site)
-    f = dictionary.encode(leaf.inputs[site])
-    feature_left = (grad @ dictionary.W_dec[kept.features].T).detach()
-    values = [feature_left * f[..., kept.features]]
-    error = leaf.pre[site] - dictionary.decode(f)
-    values.append((grad.detach() * error).sum(-1, keepdim=True))
-    return torch.cat(values, dim=-1)
+    inp = leaf.inputs[site]
+    g = grad.detach()
+    with torch.enable_grad():
+        pre = dictionary.pre(inp.detach()).requires_grad_(True)
+        f = dictionary.activation(pre)
+        (slope,) = torch.autograd.grad(f, pre, torch.ones_like(f))  # the diagonal of ∂f/∂pre
+    with torch.no_grad():
+        W_dec = dictionary.W_dec
+        coef = (g @ W_dec[kept.features].T) * slope[..., kept.features]
+        error_input = -((slope * (g @ W_dec.T)) @ dictionary.W_enc.T)
+    return _Downstream(x=leaf.pre[site], input=inp, coef=coef, W_enc=dictionary.W_enc[:, kept.features],
+                       error_x=g, error_input=error_input)
 
 
 def _upstream_contract(
@@ -126,18 +184,29 @@ def batch_edges(
             if advance:
                 advance(1)
             continue
-        values = _downstream_values(spliced, down, leaf, grads[down], kept[down])  # [b, p, k+1]
-        b, p, _ = values.shape
-        rows = _row_selectors(values, per_position)
+        down_nodes = _downstream(spliced, down, leaf, grads[down], kept[down])
+        b, p, _ = down_nodes.x.shape
+        n_nodes = down_nodes.n_nodes
+        n_rows = p * n_nodes if per_position else n_nodes
+        # rows of the weight matrix to compute: the error node's only when it is kept (else they stay zero)
+        node_of_row = torch.arange(n_rows, device=down_nodes.x.device) % n_nodes
+        position_of_row = torch.arange(n_rows, device=down_nodes.x.device) // n_nodes if per_position else None
+        computed = torch.arange(n_rows, device=down_nodes.x.device)
+        if not _error_kept(kept[down]):
+            computed = computed[node_of_row != n_nodes - 1]
         # bound the batched gradients ([rows, b, p, d_model] per upstream site) to ~2^25 elements
         step = max(1, min(chunk, MAX_GRAD_ELEMENTS // (b * p * spliced.handle.d_model)))
+        outputs = [down_nodes.input] if down_nodes.input is down_nodes.x else [down_nodes.input, down_nodes.x]
         results: dict[Site, list[Tensor]] = {s: [] for s in upstream}
-        for start in range(0, rows.shape[0], step):
-            selector = rows[start : start + step]  # [n, b, p, k+1] cotangents
+        for start in range(0, len(computed), step):
+            rows = computed[start : start + step]
+            cot_in, cot_x = down_nodes.cotangents(
+                node_of_row[rows], None if position_of_row is None else position_of_row[rows]
+            )
             grads_up = torch.autograd.grad(
-                values,
+                outputs,
                 [leaf.leaves[s] for s in upstream],
-                grad_outputs=selector,
+                grad_outputs=[cot_in] if cot_x is None else [cot_in, cot_x],
                 is_grads_batched=True,
                 retain_graph=True,
                 allow_unused=True,
@@ -151,23 +220,21 @@ def batch_edges(
         for s in upstream:
             if not results[s]:
                 continue
-            weights = torch.cat(results[s], dim=0)
-            if not torch.any(weights != 0):
+            computed_weights = torch.cat(results[s], dim=0).reshape(len(computed), -1)
+            if not torch.any(computed_weights != 0):
                 continue  # wired in the graph, but no gradient reaches it
-            blocks.append(EdgeBlock(up=s, down=down, weights=weights.reshape(rows.shape[0], -1)))
+            weights = computed_weights.new_zeros(n_rows, computed_weights.shape[1])
+            weights[computed] = computed_weights
+            blocks.append(EdgeBlock(up=s, down=down, weights=weights))
         if advance:
             advance(1)
     return blocks
 
 
-def _row_selectors(values: Tensor, per_position: bool) -> Tensor:
-    """One-hot cotangents: one row per downstream node (or per (position, node) when ``per_position``)."""
-    b, p, n_nodes = values.shape
-    if per_position:
-        eye = torch.eye(p * n_nodes, device=values.device, dtype=values.dtype).view(p * n_nodes, p, n_nodes)
-        return eye.unsqueeze(1).expand(p * n_nodes, b, p, n_nodes)
-    eye = torch.eye(n_nodes, device=values.device, dtype=values.dtype)
-    return eye.view(n_nodes, 1, 1, n_nodes).expand(n_nodes, b, p, n_nodes)
+def _error_kept(nodes: KeptNodes) -> bool:
+    if nodes.positions is None:
+        return nodes.error
+    return nodes.error_positions is not None and len(nodes.error_positions) > 0
 
 
 def output_parents(spliced: SplicedModel, tokens: Tensor) -> list[Site]:
