@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 
 from sfc_graph.errors import FeatureError
-from sfc_graph.features import draft_label, feature_id, now, top_tokens
+from sfc_graph.features import COMMON, draft_label, feature_id, now, top_tokens
 from sfc_graph.sites import Site
 
 from .compute import NoProgress
@@ -256,12 +257,14 @@ def compute_dashboards(
             for site in sites:
                 _update(states[site], record.f[site].float().cpu(), valid, torch.tensor(batch), settings)
             advance(1)
+    common = common_tokens(corpus)
     W_U = handle.model.W_U.detach().float().cpu()
     vocab = [str(t) for t in handle.model.to_str_tokens(torch.arange(W_U.shape[1]))]
     built_at = now()
     corpus_name = f"{corpus.name} ({len(corpus.ids)} docs, {n_tokens} tokens, sha {corpus.fingerprint()})"
     frames = [
-        _site_rows(site, dictionaries, states[site], corpus, W_U, vocab, n_tokens, settings, corpus_name, built_at)
+        _site_rows(site, dictionaries, states[site], corpus, W_U, vocab, n_tokens, settings, corpus_name, built_at,
+                   common)
         for site in sites
     ]
     return pl.concat(frames) if frames else pl.DataFrame()
@@ -269,7 +272,7 @@ def compute_dashboards(
 
 def _site_rows(site: Site, dictionaries: DictionarySet, state: _SiteState, corpus: Corpus, W_U: Tensor,
                vocab: Sequence[str], n_tokens: int, settings: DashboardSettings, corpus_name: str,
-               built_at: str) -> pl.DataFrame:
+               built_at: str, common: frozenset[str]) -> pl.DataFrame:
     entry = dictionaries.by_site[site]
     dictionary = entry.dictionary
     lens = dictionary.W_dec.detach().float().cpu() @ W_U  # [d, vocab]
@@ -297,7 +300,7 @@ def _site_rows(site: Site, dictionaries: DictionarySet, state: _SiteState, corpu
             "latent": latent,
             "site": site.kind,
             "layer": site.layer,
-            "label": draft_label(dashboard),
+            "label": draft_label(dashboard, common=common),
             "label_source": "auto",
             "density": active / n_tokens if n_tokens else 0.0,
             "max_activation": float(state.maximum[latent]),
@@ -310,6 +313,13 @@ def _site_rows(site: Site, dictionaries: DictionarySet, state: _SiteState, corpu
             "built_at": built_at,
         })
     return pl.DataFrame(rows)
+
+
+def common_tokens(corpus: Corpus) -> frozenset[str]:
+    """Tokens that make up at least ``COMMON`` of the corpus (``<bos>`` aside): no use as a label's context."""
+    counts = Counter(token for doc in corpus.tokens for token in doc[1:])
+    total = sum(counts.values()) or 1
+    return frozenset(t for t, c in counts.items() if c / total >= COMMON)
 
 
 def _example(corpus: Corpus, doc: int, pos: int, window: Tensor, value: float, settings: DashboardSettings) -> dict:

@@ -50,6 +50,7 @@ INFO = next(label for label in ANNOTATION_LABELS if label.name == "FeatureInfo")
 INFO_SCHEMA: dict[str, pl.DataType] = {name: _polars_type(kind) for name, kind in INFO.properties}
 MAX_LABEL = 200  # characters: a label is a short name, not an essay
 DOMINANT = 0.5  # share of the top contexts a token must hold to name the feature
+COMMON = 0.05  # a token this frequent in the corpus says nothing as context (see draft_label)
 CONTEXT_SHARE = 0.6  # share the preceding token (or the behaviour) must hold to be added
 
 
@@ -67,12 +68,14 @@ def feature_id(dictionary: str, latent: int) -> str:
 
 
 # --- drafting labels ---------------------------------------------------------------------------------------
-def draft_label(dashboard: Mapping[str, Any]) -> str:
+def draft_label(dashboard: Mapping[str, Any], *, common: frozenset[str] | set[str] = frozenset()) -> str:
     """A short label from a dashboard's dominant token pattern (marked ``auto`` where stored).
 
     The token the top contexts peak on when one token holds at least half of them (or the few that
-    together hold most), the token before it when that is shared too, the planted behaviour when the corpus
-    labels tokens (the zoo's stream), else the logit-lens tokens; ``dead`` when it never fired.
+    together hold most), the token before it when that is shared too and is not one of the corpus's
+    ``common`` tokens (a feature that fires after "the" in a corpus where every noun follows "the" says
+    nothing about "the"), the planted behaviour when the corpus labels tokens (the zoo's stream), else the
+    logit-lens tokens; ``dead`` when it never fired.
     """
     examples = list(dashboard.get("examples") or [])
     if not examples:
@@ -93,7 +96,7 @@ def draft_label(dashboard: Mapping[str, Any]) -> str:
     parts = [head]
     if before:
         prev, prev_count = before.most_common(1)[0]
-        if prev_count / n >= CONTEXT_SHARE:
+        if prev_count / n >= CONTEXT_SHARE and prev not in common:
             parts.append(f'after "{prev}"')
     behaviours = Counter(ex.get("behaviour") for ex in examples if ex.get("behaviour") not in (None, "none"))
     if behaviours:

@@ -274,3 +274,9 @@ def test_cli_serve_refuses_a_store_that_is_not_there(tmp_path):
     result = CliRunner().invoke(main, ["serve", "--store", str(tmp_path / "nothing"), "--port", "8766"])
     assert result.exit_code == 1
     assert "no circuit store" in result.output and "Traceback" not in result.output
+
+
+def test_draft_label_leaves_out_a_context_token_the_whole_corpus_is_full_of():
+    dash = {"examples": [_ex(["the", "keys"], 1), _ex(["the", "keys"], 1), _ex(["the", "key"], 1)]}
+    assert draft_label(dash) == '"keys" after "the"'
+    assert draft_label(dash, common={"the"}) == '"keys"'

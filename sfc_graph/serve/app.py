@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 MAX_NODES = 2000  # nodes drawn at once; beyond it the browser slows down and the reader learns nothing
-X_GAP, Y_GAP, LINE_GAP = 120, 120, 52  # layout grid, in pixels: node spacing, between sites, within a site
+X_GAP, Y_GAP, LINE_GAP = 132, 86, 48  # layout grid, in pixels: node spacing, between sites, within a site
 ROW_WIDTH = 16  # nodes per line within a site's band
 
 

@@ -118,7 +118,7 @@ function circuitElements(data) {
 
 const CIRCUIT_STYLE = [
   { selector: "node", style: { "label": "data(caption)", "text-wrap": "wrap", "text-valign": "center",
-    "font-size": 9, "background-color": "data(color)", "color": "data(textColor)", "width": 104, "height": 36,
+    "font-size": 10, "background-color": "data(color)", "color": "data(textColor)", "width": 124, "height": 38,
     "shape": "round-rectangle", "border-width": 1, "border-color": "#444" } },
   { selector: 'node[kind = "error"]', style: { "shape": "triangle", "border-style": "dashed", "border-width": 2,
     "width": 60, "height": 46, "font-size": 8, "text-valign": "bottom", "color": "#111" } },
