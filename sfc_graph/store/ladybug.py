@@ -241,7 +241,11 @@ class LadybugStore(BaseStore):
         settles the one ambiguous failure, a commit whose checkpoint failed (e.g. on a full disk)."""
         if self.read_only:
             raise StoreError(f"the store at {self.path} is open read-only")
-        self._execute("BEGIN TRANSACTION")
+        try:
+            self._conn.execute("BEGIN TRANSACTION")
+        except RuntimeError as exc:
+            error = engine_error(exc, self.path, doing="write to")
+            raise type(error)(f"{error}; nothing of this write was kept, the store holds what it held before") from None
         try:
             yield
             self._conn.execute("COMMIT")
