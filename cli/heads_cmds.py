@@ -23,6 +23,7 @@ SETTING_HELP = {
     "l1": "SAE sparsity penalty λ (loss = MSE + λ · mean ‖f‖₁).",
     "lr": "Adam learning rate of the SAE.",
     "epochs": "Full-batch SAE training epochs.",
+    "decoder_norm": "SAE decoder constraint: unit-norm atoms, or unit-norm rows as the published code's layer does.",
     "normalise": "Divide code counts by the number of distinct codes (code pairs for edges).",
     "edge_aggregation": "How edge scores rank heads: top-pairs (as published) or sum.",
     "edge_top_fraction": "top-pairs: the fraction of ordered head pairs whose endpoints are counted.",
@@ -30,7 +31,7 @@ SETTING_HELP = {
     "patch": "eap/exact: the patch of a head's output: counterfactual prompt or per-position mean.",
     "batch_size": "Prompts per forward pass.",
 }
-_CHOICES = {"negatives": ("auto", "counterfactual", "abc"), "position": ("mean", "last"), "edge_aggregation": ("top-pairs", "sum"),
+_CHOICES = {"negatives": ("auto", "counterfactual", "abc"), "position": ("mean", "last"), "decoder_norm": ("atoms", "rows"), "edge_aggregation": ("top-pairs", "sum"),
             "patch": ("counterfactual", "mean")}
 
 

@@ -48,7 +48,7 @@ from .patching import (
     mean_head_outputs,
     position_means,
 )
-from .sae import argmax_codes, train_head_sae
+from .sae import DECODER_NORMS, argmax_codes, train_head_sae
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class HeadSettings:
     l1: float = 0.02
     lr: float = 1e-3
     epochs: int = 500
+    decoder_norm: str = "atoms"  # unit-norm decoder atoms, or "rows" as the published code's layer does
     normalise: bool = False  # node and edge counts divided by the number of distinct codes (pairs)
     edge_aggregation: str = "top-pairs"  # how edge scores rank heads: top-pairs (published) or sum
     edge_top_fraction: float = 0.25  # top-pairs: the fraction of ordered head pairs whose endpoints count
@@ -86,6 +87,7 @@ class HeadSettings:
             (self.n_examples >= 1, "n_examples must be at least 1"),
             (self.negatives in NEGATIVES, f"negatives must be one of {', '.join(NEGATIVES)}"),
             (self.position in POSITIONS, f"position must be one of {', '.join(POSITIONS)}"),
+            (self.decoder_norm in DECODER_NORMS, f"decoder_norm must be one of {', '.join(DECODER_NORMS)}"),
             (self.n_sae_examples >= 1, "n_sae_examples must be at least 1"),
             (self.n_latents >= 1, "n_latents must be at least 1"),
             (self.l1 >= 0 and self.lr > 0 and self.epochs >= 1, "l1 must be >= 0, lr > 0 and epochs >= 1"),
@@ -116,8 +118,8 @@ class HeadSettings:
         data = self.to_dict()
         for name in self.EXECUTION_FIELDS:
             data.pop(name)
-        sae_only = ("negatives", "position", "n_sae_examples", "n_latents", "l1", "lr", "epochs", "normalise",
-                    "edge_aggregation", "edge_top_fraction", "edge_floor", "seed")
+        sae_only = ("negatives", "position", "n_sae_examples", "n_latents", "l1", "lr", "epochs", "decoder_norm",
+                    "normalise", "edge_aggregation", "edge_top_fraction", "edge_floor", "seed")
         for name in sae_only if self.method != "discrete-sae" else ("patch",):
             data.pop(name)
         return data
@@ -169,7 +171,7 @@ def discrete_sae_scores(handle: ModelHandle, task: Task, settings: HeadSettings)
     order = torch.randperm(len(prompts), generator=generator)[: settings.n_sae_examples]
     sae, losses = train_head_sae(
         outputs[order], n_latents=settings.n_latents, l1=settings.l1, lr=settings.lr, epochs=settings.epochs,
-        seed=settings.seed,
+        seed=settings.seed, decoder_norm=settings.decoder_norm,
     )
     codes = argmax_codes(sae, outputs).numpy()
     stats = code_stats.node_code_stats(codes, positive)
