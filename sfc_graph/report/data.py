@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 TOP_K = 10  # top features listed per circuit
 MAX_SHARED_ROWS = 25  # shared features listed in the table
 MAX_MATRIX_CIRCUITS = 8  # beyond this the shared-features table lists effects, not one column per circuit
+# Beyond this many circuits (hundreds come from `sfc discover`) the report summarises instead of listing: circuits
+# ordered by clustering their overlap, per-circuit detail for the largest SHOWN_CIRCUITS only, distributions
+# instead of one line per circuit.
+LARGE_COMPARISON = 24
+SHOWN_CIRCUITS = 12
 
 
 @dataclass
@@ -40,10 +45,16 @@ class ComparisonData:
     top: dict[str, pl.DataFrame] = field(default_factory=dict)
     error_share: dict[str, pl.DataFrame] = field(default_factory=dict)  # circuit id -> site, error_share
     evaluation: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    shown: list[str] = field(default_factory=list)  # circuits with per-circuit detail (all, unless large)
+    shared_histogram: pl.DataFrame = field(default_factory=pl.DataFrame)  # in circuits, features
 
     @property
     def ids(self) -> list[str]:
         return self.circuits["id"].to_list()
+
+    @property
+    def large(self) -> bool:
+        return len(self.ids) > LARGE_COMPARISON
 
     @property
     def labels(self) -> dict[str, str]:
@@ -107,15 +118,57 @@ def gather(store: "BaseStore", circuits: pl.DataFrame, *, top_k: int) -> Compari
                                       "effects": pl.List(pl.Float64), "circuit_ids": pl.List(pl.String)})
     n_shared = shared.height
     shared_counts = dict(zip(shared["feature"].to_list(), shared["count"].to_list()))
+    histogram = shared.group_by("count").agg(pl.len().alias("features")).sort("count").rename(
+        {"count": "in circuits"}) if shared.height else pl.DataFrame()
     shared = _rank_shared(shared).head(MAX_SHARED_ROWS)
     shared = with_circuit_columns(shared, ids, labels, dict(zip(ids, circuits["task"])))
-    data = ComparisonData(circuits=circuits, overlap=overlap, shared=shared, n_shared=n_shared, shared_counts=shared_counts)
+    large = len(ids) > LARGE_COMPARISON
+    if large:
+        circuits = circuits[cluster_order(ids, overlap)]  # similar circuits side by side in every figure
+        ids = circuits["id"].to_list()
+    shown = largest(store, circuits, SHOWN_CIRCUITS) if large else ids
+    data = ComparisonData(circuits=circuits, overlap=overlap, shared=shared, n_shared=n_shared,
+                          shared_counts=shared_counts, shown=shown, shared_histogram=histogram)
     for cid in ids:
         data.profiles[cid] = _profile(store.query("layer-profile", circuit=cid))
-        data.top[cid] = _top_units(store, cid, top_k)
         data.error_share[cid] = with_site_names(store.query("error-share", circuit=cid))
         data.evaluation[cid] = _evaluation(store, cid)
+    for cid in shown:
+        data.top[cid] = _top_units(store, cid, top_k)
     return data
+
+
+def cluster_order(ids: list[str], overlap: pl.DataFrame) -> list[int]:
+    """Positions of ``ids`` reordered so that circuits that overlap sit together: the leaf order of an
+    average-linkage clustering on 1 - Jaccard (pairs without a Jaccard count as disjoint).
+
+    >>> pairs = pl.DataFrame({"circuit_a": ["a", "a", "b"], "circuit_b": ["b", "c", "c"], "jaccard": [0.0, 0.9, 0.0]})
+    >>> order = cluster_order(["a", "b", "c"], pairs)
+    >>> abs(order.index(0) - order.index(2)) == 1  # a and c overlap: neighbours
+    True
+    """
+    import numpy as np
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    index = {c: i for i, c in enumerate(ids)}
+    distance = np.ones((len(ids), len(ids)))
+    np.fill_diagonal(distance, 0.0)
+    for a, b, jaccard in overlap.select("circuit_a", "circuit_b", "jaccard").iter_rows():
+        if a in index and b in index and jaccard is not None:
+            distance[index[a], index[b]] = distance[index[b], index[a]] = 1.0 - jaccard
+    return [int(i) for i in leaves_list(linkage(squareform(distance, checks=False), method="average"))]
+
+
+def largest(store: "BaseStore", circuits: pl.DataFrame, n: int) -> list[str]:
+    """The ``n`` largest circuits: discovered behaviours by their number of contexts, others by node count."""
+    sizes = dict(zip(circuits["id"], circuits["n_nodes"]))
+    try:
+        behaviours = store.query("behaviours")
+        sizes.update({c: s for c, s in zip(behaviours["circuit"], behaviours["size"]) if c in sizes})
+    except SfcError:  # a store without the behaviours query's labels
+        pass
+    return sorted(sizes, key=lambda c: (-(sizes[c] or 0), c))[:n]
 
 
 def _top_units(store: "BaseStore", circuit: str, top_k: int) -> pl.DataFrame:

@@ -75,8 +75,13 @@ def _overlap_figure(data: ComparisonData) -> "Figure":
         np.fill_diagonal(matrix, np.nan)  # self-overlap is 1 by definition; keep it out of the colour scale
         top = float(np.nanmax(matrix)) if np.isfinite(matrix).any() else 1.0
         image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=max(top, 1e-9), cmap=cmap)
-        ax.set_xticks(range(n), labels, rotation=40, ha="right", fontsize=9)
-        ax.set_yticks(range(n), labels, fontsize=9)
+        if n <= 60:
+            ax.set_xticks(range(n), labels, rotation=40 if n <= 24 else 90, ha="right", fontsize=9 if n <= 24 else 5)
+            ax.set_yticks(range(n), labels, fontsize=9 if n <= 24 else 5)
+        else:  # hundreds of circuits: the picture is the block structure, not the names
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"{n} circuits, ordered by clustering their overlap")
         ax.set_title(title, fontsize=11)
         if n <= 14:
             for i in range(n):
@@ -86,7 +91,8 @@ def _overlap_figure(data: ComparisonData) -> "Figure":
                     ax.text(j, i, text, ha="center", va="center", fontsize=8,
                             color="black" if i == j or value > 0.6 * top else "white")
         figure.colorbar(image, ax=ax, shrink=0.75, label="overlap (scale: 0 to the largest pair)")
-    figure.suptitle("How much the circuits overlap (brighter = more shared)", fontsize=13)
+    ordered = " — similar circuits side by side (hierarchical clustering)" if data.large else ""
+    figure.suptitle(f"How much the circuits overlap (brighter = more shared){ordered}", fontsize=13)
     return figure
 
 
@@ -97,7 +103,9 @@ def _layer_figure(data: ComparisonData) -> "Figure":
     figure = Figure(figsize=(max(8.0, 0.55 * len(sites) + 4), 6.0), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[2, 1])
     x = {s: i for i, s in enumerate(sites)}
-    for colour, cid in zip(_colours(len(data.ids)), data.ids):
+    if data.large:
+        _layer_distribution(data, sites, top, bottom)
+    for colour, cid in zip(_colours(len(data.ids)), [] if data.large else data.ids):
         frame = data.profiles[cid]
         xs = [x[s] for s in frame["site_name"]]
         top.plot(xs, frame["share"].to_list(), marker="o", color=colour, label=data.labels[cid], lw=1.8)
@@ -119,8 +127,26 @@ def _layer_figure(data: ComparisonData) -> "Figure":
     return figure
 
 
+def _layer_distribution(data: ComparisonData, sites: list[str], top, bottom) -> None:
+    """Many circuits: the median share and node count per site, with the band of the middle half."""
+    import numpy as np
+
+    share = np.zeros((len(data.ids), len(sites)))
+    nodes = np.zeros_like(share)
+    column = {s: j for j, s in enumerate(sites)}
+    for i, cid in enumerate(data.ids):
+        frame = data.profiles[cid]
+        for site, value, count in zip(frame["site_name"], frame["share"], frame["n_nodes"]):
+            share[i, column[site]], nodes[i, column[site]] = value, count
+    xs = range(len(sites))
+    for ax, values, marker in ((top, share, "o"), (bottom, nodes, "s")):
+        low, mid, high = np.percentile(values, [25, 50, 75], axis=0)
+        ax.fill_between(xs, low, high, color="#4c72b0", alpha=0.25, label="middle half of the circuits")
+        ax.plot(xs, mid, marker=marker, color="#4c72b0", lw=1.8, label=f"median of {len(data.ids)} circuits")
+
+
 def _top_figure(data: ComparisonData) -> "Figure":
-    n = len(data.ids)
+    n = len(data.shown)
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
     rows_per_panel = max((f.height for f in data.top.values()), default=1) or 1
@@ -128,7 +154,7 @@ def _top_figure(data: ComparisonData) -> "Figure":
 
     figure = Figure(figsize=(4.6 * ncols, (0.26 * rows_per_panel + 1.1) * nrows), layout="constrained")
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, cid in zip(axes, data.ids):
+    for ax, cid in zip(axes, data.shown):
         frame = data.top[cid]
         names = [_feature_label(r, data.shared_counts) for r in frame.iter_rows(named=True)][::-1]
         effects = frame["effect"].to_list()[::-1]
@@ -143,14 +169,19 @@ def _top_figure(data: ComparisonData) -> "Figure":
     for ax in axes[n:]:
         ax.set_visible(False)
     note = "; (in k): also in other circuits here, k circuits in all" if data.shared_counts else ""
-    figure.suptitle(f"Top features per circuit (effect on the metric; blue +, red −{note})", fontsize=12)
+    which = f"the {n} largest of {len(data.ids)} circuits" if data.large else "circuit"
+    figure.suptitle(f"Top features per {which} (effect on the metric; blue +, red −{note})", fontsize=12)
     return figure
 
 
 def _error_figure(data: ComparisonData) -> "Figure":
-    """A circuits × sites heatmap of error share, and each circuit's overall share as bars."""
+    """A circuits × sites heatmap of error share, and each circuit's overall share as bars (for many circuits:
+    the distribution of the overall share, and the median per site)."""
     import numpy as np
     from matplotlib import colormaps
+
+    if data.large:
+        return _error_distribution(data)
 
     frames = {c: f.filter(pl.col("site") != "all") for c, f in data.error_share.items()}
     sites = sorted({s for f in frames.values() for s in f["site_name"].to_list()} - {"output"}, key=site_order)
@@ -193,6 +224,29 @@ def _error_figure(data: ComparisonData) -> "Figure":
     return figure
 
 
+def _error_distribution(data: ComparisonData) -> "Figure":
+    import numpy as np
+
+    figure, (hist, by_site) = _figure(12.0, 4.0, ncols=2)
+    shares = [s for s in (data.overall_error_share(c) for c in data.ids) if s is not None]
+    hist.hist(shares, bins=20, range=(0.0, 1.0), color="#dd8452")
+    hist.xaxis.set_major_formatter(_percent_formatter())
+    hist.set_xlabel("error share of the whole circuit")
+    hist.set_ylabel("circuits")
+    frames = [f.filter(pl.col("site") != "all") for f in data.error_share.values()]
+    sites = sorted({s for f in frames for s in f["site_name"].to_list()} - {"output"}, key=site_order)
+    medians = []
+    for site in sites:
+        values = [v for f in frames for n, v in zip(f["site_name"], f["error_share"]) if n == site and v is not None]
+        medians.append(float(np.median(values)) if values else 0.0)
+    by_site.bar(range(len(sites)), medians, color="#dd8452")
+    by_site.set_xticks(range(len(sites)), sites, rotation=45, ha="right", fontsize=9)
+    by_site.yaxis.set_major_formatter(_percent_formatter())
+    by_site.set_title("median per site", fontsize=11)
+    figure.suptitle(f"How much of the effect the SAE error terms carry, over {len(data.ids)} circuits", fontsize=12)
+    return figure
+
+
 def _faithfulness_figure(data: ComparisonData) -> "Figure":
     figure, (faith, complete) = _figure(12.0, 4.4, ncols=2)
     by_nodes = all(p.get("n_nodes") for points in data.evaluation.values() for p in points)
@@ -203,7 +257,9 @@ def _faithfulness_figure(data: ComparisonData) -> "Figure":
         xs = [p.get("n_nodes") if by_nodes else p.get("node_threshold") for p in points]
         for ax, key in ((faith, "faithfulness"), (complete, "completeness")):
             pairs = [(x, p.get(key)) for x, p in zip(xs, points) if x is not None and p.get(key) is not None]
-            if pairs:
+            if pairs and data.large:  # many circuits: thin grey lines, the bundle is the message
+                ax.plot([a for a, _ in pairs], [b for _, b in pairs], color="#4c72b0", lw=0.6, alpha=0.25)
+            elif pairs:
                 ax.plot([a for a, _ in pairs], [b for _, b in pairs], marker="o", color=colour, lw=1.6,
                         label=data.labels[cid])
     for ax, key, ideal in ((faith, "faithfulness", 1.0), (complete, "completeness", 0.0)):
@@ -218,7 +274,8 @@ def _faithfulness_figure(data: ComparisonData) -> "Figure":
         ax.grid(alpha=0.3, which="both")
     faith.set_title("faithfulness (1 = the circuit alone does the task)", fontsize=10)
     complete.set_title("completeness (0 = nothing left without the circuit)", fontsize=10)
-    faith.legend(fontsize=8)
+    if not data.large:
+        faith.legend(fontsize=8)
     figure.suptitle("Faithfulness and completeness at the stored thresholds", fontsize=12)
     return figure
 

@@ -13,6 +13,8 @@ import polars as pl
 
 from .data import MAX_MATRIX_CIRCUITS, ComparisonData, site_label
 
+MAX_OVERLAP_ROWS = 50  # most overlapping pairs listed when the comparison is large
+
 SECTIONS = (
     ("overlap", "Overlap between circuits",
      "Jaccard compares node sets: a feature is the same node in every circuit over its dictionary, error nodes "
@@ -45,17 +47,17 @@ def _tables(data: ComparisonData) -> dict[str, list[tuple[str | None, pl.DataFra
             keep.append("label")  # the features' labels, last, when any has one (sfc label, sfc features build)
         shared = shared.select(keep)
     # feature labels (sfc label, sfc features build) beside the ids, when the store has them
-    labelled = all("label" in data.top[c].columns for c in data.ids) and any(
-        data.top[c]["label"].null_count() < data.top[c].height for c in data.ids)
+    labelled = all("label" in data.top[c].columns for c in data.shown) and any(
+        data.top[c]["label"].null_count() < data.top[c].height for c in data.shown)
     named = ["node_id", "feature", *(["label"] if labelled else []), "effect"]
     top = [(labels[c], data.top[c].select(
         *named,
         pl.col("feature").replace_strict(data.shared_counts, default=None, return_dtype=pl.Int64).alias("in circuits"),
-    )) for c in data.ids] if len(data.ids) > 1 else [(labels[c], data.top[c].select(*named)) for c in data.ids]
+    )) for c in data.shown] if len(data.ids) > 1 else [(labels[c], data.top[c].select(*named)) for c in data.shown]
     errors = pl.DataFrame({
-        "circuit": [labels[c] for c in data.ids],
-        "error share": [data.overall_error_share(c) for c in data.ids],
-        "highest site": [_highest_error_site(data.error_share[c]) for c in data.ids],
+        "circuit": [labels[c] for c in data.shown],
+        "error share": [data.overall_error_share(c) for c in data.shown],
+        "highest site": [_highest_error_site(data.error_share[c]) for c in data.shown],
     })
     evaluation = pl.DataFrame(
         [{"circuit": labels[c], "node threshold": p.get("node_threshold"), "nodes": p.get("n_nodes"),
@@ -64,7 +66,17 @@ def _tables(data: ComparisonData) -> dict[str, list[tuple[str | None, pl.DataFra
         schema={"circuit": pl.String, "node threshold": pl.Float64, "nodes": pl.Int64, "faithfulness": pl.Float64,
                 "completeness": pl.Float64},
     )
-    return {"overlap": [(None, overlap)], "shared": [(None, shared)], "layers": [], "top": top,
+    if data.large:  # hundreds of circuits: distributions and the largest circuits, not one row per circuit
+        overlap = overlap.head(MAX_OVERLAP_ROWS)
+        evaluation = evaluation.group_by("node threshold").agg(
+            pl.len().alias("circuits"), pl.col("nodes").median().alias("median nodes"),
+            pl.col("faithfulness").median().alias("median faithfulness"),
+            pl.col("completeness").median().alias("median completeness"),
+        ).sort("node threshold")
+    shared_tables: list[tuple[str | None, pl.DataFrame]] = [(None, shared)]
+    if data.shared_histogram.height and len(data.ids) > 2:
+        shared_tables.append(("How many features are shared by how many circuits", data.shared_histogram))
+    return {"overlap": [(None, overlap)], "shared": shared_tables, "layers": [], "top": top,
             "errors": [(None, errors)], "faithfulness": [(None, evaluation)]}
 
 

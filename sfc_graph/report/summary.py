@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import polars as pl
 
 from .data import ComparisonData, site_label
 
 FAITHFUL_ENOUGH = 0.8  # the summary reports the smallest stored circuit reaching this faithfulness
+MAX_LISTED = 12  # tasks named in the first line; more are counted
 
 
 def summary_lines(data: ComparisonData) -> list[str]:
     labels = data.labels
     lines = []
     tasks = sorted(set(data.circuits["task"].to_list()))
-    lines.append(f"{len(data.ids)} circuit(s) over {len(tasks)} task(s): {', '.join(tasks)}.")
+    named_tasks = ", ".join(tasks[:MAX_LISTED]) + (f" and {len(tasks) - MAX_LISTED} more" if len(tasks) > MAX_LISTED else "")
+    lines.append(f"{len(data.ids)} circuit(s) over {len(tasks)} task(s): {named_tasks}.")
     ranked = data.overlap.drop_nulls(["jaccard", "weighted_overlap"]).sort("jaccard", descending=True)
     if ranked.height:
         best, worst = ranked.row(0, named=True), ranked.row(-1, named=True)
@@ -42,7 +46,11 @@ def summary_lines(data: ComparisonData) -> list[str]:
         if frame.height:
             peak = frame.sort("share", descending=True).row(0, named=True)
             peaks.append(f"{labels[cid]}: {peak['site_name']} ({peak['share']:.0%})")
-    if peaks:
+    if peaks and data.large:  # hundreds of circuits: where the peaks fall, not one clause per circuit
+        counts = Counter(p.rsplit(": ", 1)[1].split(" (")[0] for p in peaks).most_common(3)
+        lines.append("Sites holding the largest share of a circuit's |effect|, most often: "
+                     + "; ".join(f"{site} ({n} circuits)" for site, n in counts) + ".")
+    elif peaks:
         lines.append("Largest share of |effect| by site — " + "; ".join(peaks) + ".")
     shares = {cid: data.overall_error_share(cid) for cid in data.ids}
     shares = {c: s for c, s in shares.items() if s is not None}
@@ -66,7 +74,10 @@ def summary_lines(data: ComparisonData) -> list[str]:
         else:
             best = max(points, key=lambda q: q["faithfulness"])
             faithful.append(f"{labels[cid]} peaks at faithfulness {best['faithfulness']:.2f}")
-    if faithful:
+    if faithful and data.large:
+        reached = sum("reaches" in f for f in faithful)
+        lines.append(f"{reached} of {len(faithful)} circuits reach faithfulness {FAITHFUL_ENOUGH} at a stored threshold.")
+    elif faithful:
         lines.append("; ".join(faithful) + f" (threshold for 'faithful enough': {FAITHFUL_ENOUGH}).")
     else:
         lines.append("No circuit carries faithfulness measurements in its manifest.")
