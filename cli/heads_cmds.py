@@ -129,7 +129,12 @@ def auc(model_spec, task_spec, patch, n_examples, threshold, device, threads, bu
     set_threads(threads)
     read = [read_bundle(path) for path in bundles]  # every bundle checked before the slow part
     handle = load_model(model_spec, device=device)
-    truth = ground_truth(handle, load_task(task_spec), patch=patch, n_examples=n_examples, threshold=threshold)
+    task = load_task(task_spec)
+    for bundle in read:
+        if bundle.task != task.name or bundle.model != handle.model_id:
+            raise BundleError(f"{bundle.path}: a circuit of task {bundle.task!r} on {bundle.model!r}, but the ground "
+                              f"truth is for task {task.name!r} on {handle.model_id!r}")
+    truth = ground_truth(handle, task, patch=patch, n_examples=n_examples, threshold=threshold)
     n_heads = truth.effects.size
     click.echo(f"ground truth: {int(truth.in_circuit.sum())} of {n_heads} heads with |effect| >= "
                f"{threshold:g} × {truth.whole_effect:.3f} ({patch} patch, {n_examples} examples)")
