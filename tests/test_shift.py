@@ -361,3 +361,21 @@ def test_mean_fill_sets_features_to_their_mean_over_the_training_tokens(experime
     expected = torch.cat(values).mean(0)
     assert torch.allclose(filled.fill[site][[2, 11]], expected, atol=1e-5)
     assert filled.fill[site].count_nonzero() <= 2
+
+
+def test_bad_feature_choices_are_refused_in_one_sentence(experiment, tmp_path):
+    from sfc_graph.ingest.shift import features_from
+
+    dictionaries = experiment.dictionaries
+    (tmp_path / "bad.txt").write_text("nowhere/sae/3\n")
+    with pytest.raises(SfcError, match="is not one of this run's"):
+        features_from(str(tmp_path / "bad.txt"), store=None, dictionaries=dictionaries, circuit_id="c")
+    (tmp_path / "range.txt").write_text("resid_0/999\n")
+    with pytest.raises(SfcError, match="out of range"):
+        features_from(str(tmp_path / "range.txt"), store=None, dictionaries=dictionaries, circuit_id="c")
+    with LadybugStore(tmp_path / "store") as store:
+        with pytest.raises(SfcError, match="must return a 'feature' column"):
+            features_from("MATCH (f:Feature) RETURN f.id AS fid", store=store, dictionaries=dictionaries,
+                          circuit_id="c")
+        with pytest.raises(SfcError, match="not a file, a named query, nor Cypher"):
+            features_from("no-such-query", store=store, dictionaries=dictionaries, circuit_id="c")
