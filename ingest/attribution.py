@@ -85,13 +85,17 @@ def patch_state(
 def effects_from_grads(
     spliced: SplicedModel, grads: dict[Site, Tensor], clean: Record, patch: PatchState
 ) -> tuple[dict[Site, Tensor], dict[Site, Tensor]]:
-    """``grad · Δ`` per node: features via ``W_dec`` (affine decoder), errors summed over ``d_model``."""
+    """``grad · Δ`` per node: features via ``W_dec`` (affine decoder), errors summed over ``d_model``.
+
+    ``x = f @ W_dec + b_dec + e`` gives ``Δe = Δx - Δf @ W_dec``, so the error node's ``grad · Δe`` is
+    ``grad · Δx`` minus the features' effects at that (example, position): no decoder product is needed.
+    """
     features, errors = {}, {}
     for site in spliced.sites:
         grad = grads[site]
         feature_grad = grad @ spliced.dictionary(site).W_dec.T
         features[site] = feature_grad * (patch.f[site] - clean.f[site])
-        errors[site] = (grad * (patch.e[site] - clean.e[site])).sum(-1)
+        errors[site] = (grad * (patch.x[site] - clean.x[site])).sum(-1) - features[site].sum(-1)
     return features, errors
 
 

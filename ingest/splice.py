@@ -9,7 +9,8 @@ change some nodes (ablation, evaluation) run the real splice.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,52 @@ from .model import ModelHandle
 Hook = tuple[str, Callable]
 
 
+@contextlib.contextmanager
+def hooks_on(model, hooks: list[Hook]) -> Iterator[None]:
+    """Forward hooks on ``model``'s hook points for the duration of the block.
+
+    What ``run_with_hooks`` does, but removing only the hooks it added from only the points it touched:
+    transformer_lens resets every hook point of the model after each run, which costs more than a forward
+    pass of a small model (and grows with the model's size), and the engine runs thousands of passes.
+    """
+    model.context_level += 1
+    level = model.context_level
+    points = {}
+    try:
+        for name, fn in hooks:
+            point = model.hook_dict[name]
+            point.add_hook(fn, dir="fwd", level=level)
+            points[id(point)] = point
+        yield
+    finally:
+        for point in points.values():
+            point.remove_hooks("fwd", level=level)
+        model.context_level -= 1
+
+
+class Errors(Mapping):
+    """A record's error nodes ``e = x - decode(f)`` per site, computed when first read.
+
+    Node effects never need them (``∇·Δe = ∇·Δx - Σ_i ∇f_i·Δf_i``, see attribution.py), so a pass that only
+    feeds the effects skips one decoder product per site.
+    """
+
+    def __init__(self, record: Record, decode: Callable[[Site, Tensor], Tensor]) -> None:
+        self._record, self._decode, self._cache = record, decode, {}
+
+    def __getitem__(self, site: Site) -> Tensor:
+        if site not in self._cache:
+            with torch.no_grad():
+                self._cache[site] = self._record.x[site].detach() - self._decode(site, self._record.f[site])
+        return self._cache[site]
+
+    def __iter__(self):
+        return iter(self._record.f)
+
+    def __len__(self) -> int:
+        return len(self._record.f)
+
+
 @dataclass
 class Record:
     """One forward pass: logits and, per site, the activation, its codes and its error."""
@@ -30,7 +77,7 @@ class Record:
     logits: Tensor
     x: dict[Site, Tensor] = field(default_factory=dict)  # [b, p, d_model]; in the graph when recorded with grad
     f: dict[Site, Tensor] = field(default_factory=dict)  # [b, p, d_dict], detached
-    e: dict[Site, Tensor] = field(default_factory=dict)  # [b, p, d_model], detached
+    e: Mapping[Site, Tensor] = field(default_factory=dict)  # [b, p, d_model], detached (computed when read)
     resid_pre: dict[int, Tensor] = field(default_factory=dict)  # layer -> [b, p, d_model], detached
 
 
@@ -96,8 +143,7 @@ class SplicedModel:
         def grab_site(x: Tensor, hook, site: Site) -> None:
             record.x[site] = x
             with torch.no_grad():
-                f, e = self.encode(site, x.detach(), inputs.get(site))
-            record.f[site], record.e[site] = f, e
+                record.f[site] = self.dictionary(site).encode(inputs.get(site, x).detach())
 
         hooks: list[Hook] = []
         if with_grad:
@@ -105,8 +151,9 @@ class SplicedModel:
         hooks += [(f"blocks.{layer}.hook_resid_pre", grab_resid) for layer in range(self.handle.n_layers)]
         hooks += self._input_hooks(inputs, detach=True)
         hooks += [(site.hook, lambda x, hook, site=site: grab_site(x, hook, site)) for site in self.sites]
-        with torch.set_grad_enabled(with_grad):
-            record.logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks)
+        with torch.set_grad_enabled(with_grad), hooks_on(self.model, hooks):
+            record.logits = self.model(tokens)
+        record.e = Errors(record, lambda site, f: self.dictionary(site).decode(f))
         return record
 
     # ------------------------------------------------------------------------------- interventions
@@ -133,9 +180,8 @@ class SplicedModel:
             base = base[rows]
         elif value.shape[0] != base.shape[0]:
             base = base.repeat(value.shape[0] // base.shape[0], 1, 1)
-        return self.model.run_with_hooks(
-            base, start_at_layer=start, fwd_hooks=[(site.hook, lambda x, hook: value)]
-        )
+        with hooks_on(self.model, [(site.hook, lambda x, hook: value)]):
+            return self.model(base, start_at_layer=start)
 
     def leaf_forward(self, tokens: Tensor) -> LeafRecord:
         """Forward pass with every site cut into a leaf (for direct edges, docs/sites-and-metrics.md)."""
@@ -151,8 +197,8 @@ class SplicedModel:
 
         hooks = self._input_hooks(inputs, detach=False)
         hooks += [(site.hook, lambda x, hook, site=site: cut(x, hook, site)) for site in self.sites]
-        with torch.enable_grad():
-            record.logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks)
+        with torch.enable_grad(), hooks_on(self.model, hooks):
+            record.logits = self.model(tokens)
         return record
 
     def spliced_forward(
@@ -183,8 +229,8 @@ class SplicedModel:
 
         hooks = self._input_hooks(inputs, detach=True)
         hooks += [(site.hook, lambda x, hook, site=site: splice(x, hook, site)) for site in self.sites]
-        with torch.no_grad():
-            return self.model.run_with_hooks(tokens, fwd_hooks=hooks)
+        with torch.no_grad(), hooks_on(self.model, hooks):
+            return self.model(tokens)
 
 
 def mean_at(mean: Tensor, n_pos: int) -> Tensor:
