@@ -280,3 +280,28 @@ def test_draft_label_leaves_out_a_context_token_the_whole_corpus_is_full_of():
     dash = {"examples": [_ex(["the", "keys"], 1), _ex(["the", "keys"], 1), _ex(["the", "key"], 1)]}
     assert draft_label(dash) == '"keys" after "the"'
     assert draft_label(dash, common={"the"}) == '"keys"'
+
+
+def test_a_labelled_token_stream_gives_each_context_the_behaviour_of_its_peak_token(tmp_path):
+    from sfc_graph.ingest.dashboards import DashboardSettings, compute_dashboards, load_corpus
+    from sfc_graph.ingest.dictionaries import load_dictionary_set
+    from sfc_graph.ingest.model import load_model
+
+    torch.set_num_threads(1)
+    docs = [{"doc": i, "tokens": s.split(), "labels": [f"b{i}-{j}" for j in range(len(s.split()))]}
+            for i, s in enumerate(SENTENCES)]
+    path = tmp_path / "stream.jsonl"
+    path.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    handle = load_model("toy-zoo", device="cpu")
+    dictionaries = load_dictionary_set([f"attn_0={_zoo_site('attn_0')}"], n_layers=handle.n_layers,
+                                       d_model=handle.d_model, model_id=handle.model_id)
+    rows = compute_dashboards(handle, dictionaries, load_corpus(str(path), handle), settings=DashboardSettings(k=4))
+    checked = 0
+    for dash in rows["dashboard"]:
+        for ex in json.loads(dash)["examples"]:
+            source = docs[ex["doc"]]
+            assert ex["behaviour"] == source["labels"][ex["position"] - 1]
+            words = handle.model.to_str_tokens(" ".join(source["tokens"]))  # <bos> first; unknown words read <unk>
+            assert ex["tokens"][ex["at"]] == words[ex["position"]]
+            checked += 1
+    assert checked > 50
