@@ -73,6 +73,16 @@ class SfcGroup(click.Group):
             return super().invoke(ctx)
         except SfcError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            # The environment, not the code: a full disk, a permission, a path that vanished while writing.
+            # (Output paths are checked before any work; this catches what changed since.) -v keeps the trace.
+            if exc.filename is None and exc.errno is None:
+                raise
+            from sfc_graph.safe_write import describe_os_error
+
+            logging.getLogger(__name__).debug("operating-system error", exc_info=True)
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{describe_os_error(exc)}") from None
 
 
 @click.group(cls=SfcGroup, lazy_commands=COMMANDS, context_settings=CONTEXT_SETTINGS)

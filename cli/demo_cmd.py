@@ -32,11 +32,13 @@ def demo(store: str, out_dir: Path, method: str, n_examples: int, tasks: tuple[s
     from rich.console import Console
 
     from sfc_graph import zoo
+    from sfc_graph.bundle import check_bundle_destination
     from sfc_graph.cli.progress import progress_for
     from sfc_graph.cli.output import emit
     from sfc_graph.errors import SfcError
     from sfc_graph.ingest import CircuitSettings, circuit_id, compute_circuit, load_dictionary_set, load_model, load_task
     from sfc_graph.report import build_comparison_report, render_circuit_diagram
+    from sfc_graph.safe_write import check_output_directory
     from sfc_graph.store import open_store
     from sfc_graph.threads import set_threads
 
@@ -49,14 +51,19 @@ def demo(store: str, out_dir: Path, method: str, n_examples: int, tasks: tuple[s
     if unknown:
         raise SfcError(f"unknown zoo task(s) {', '.join(unknown)}; the zoo has {', '.join(zoo.task_names())}")
 
-    console.rule("[bold]1. computing circuits on the toy zoo")
-    handle = load_model("toy-zoo", device=device)
-    dictionaries = load_dictionary_set(["toy-zoo"], n_layers=handle.n_layers, d_model=handle.d_model,
-                                       model_id=handle.model_id)
     settings = CircuitSettings(method=method, n_examples=n_examples)
     bundles_dir = out_dir / "bundles"
+    # Before any work: the output folders must be writable, and --overwrite of a bundle never replaces anything
+    # that is not a bundle (a user's folder named like a task).
+    check_output_directory(out_dir)
+    for name in task_names:
+        check_bundle_destination(bundles_dir / name, overwrite=True)
     ids: dict[str, str] = {}
-    with open_store(store) as circuit_store:
+    with open_store(store) as circuit_store:  # before the model: a bad store is reported at once
+        console.rule("[bold]1. computing circuits on the toy zoo")
+        handle = load_model("toy-zoo", device=device)
+        dictionaries = load_dictionary_set(["toy-zoo"], n_layers=handle.n_layers, d_model=handle.d_model,
+                                           model_id=handle.model_id)
         for name in task_names:
             task = load_task(name)
             cid = circuit_id(handle, dictionaries, task, settings)

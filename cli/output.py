@@ -115,12 +115,49 @@ def _emit_parquet(frame: pl.DataFrame, out: str | os.PathLike[str] | None) -> No
     stdout.flush()
 
 
+def check_out_file(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback: an output file that cannot be written is refused before any work is done."""
+    if value is not None:
+        from sfc_graph.safe_write import DestinationError, check_file_destination
+
+        try:
+            check_file_destination(value, option="--out")
+        except DestinationError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+def check_out_dir(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback: an output directory that cannot be created or written is refused before any work."""
+    if value is not None:
+        from sfc_graph.safe_write import DestinationError, check_output_directory
+
+        try:
+            check_output_directory(value, option="--out")
+        except DestinationError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+def check_out_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Click callback: an output path (a file, or a directory for some formats) that cannot be written."""
+    if value is not None:
+        from sfc_graph.safe_write import DestinationError, check_writable_path
+
+        try:
+            check_writable_path(value, option="--out")
+        except DestinationError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
 out_option = click.option(
     "--out",
     "out",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(dir_okay=False),
     default=None,
+    callback=check_out_file,
     help="Write the result to FILE instead of stdout (required for parquet on a terminal).",
 )
 
-__all__ = ["emit", "FORMATS", "out_option", "to_json_text"]
+__all__ = ["emit", "FORMATS", "out_option", "to_json_text", "check_out_file", "check_out_dir", "check_out_path"]

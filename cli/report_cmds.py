@@ -8,6 +8,7 @@ import click
 
 from sfc_graph.cli.app import CONTEXT_SETTINGS
 from sfc_graph.cli.options import param_option, store_option
+from sfc_graph.cli.output import check_out_dir, check_out_path
 
 EXPORT_FORMATS = ("graphml", "gexf", "json", "gpickle")
 NEURONPEDIA = "neuronpedia"
@@ -34,6 +35,7 @@ def _open(store: str):
               help="File format (json = NetworkX node-link; neuronpedia = attribution-graph JSON for Neuronpedia "
                    "and circuit-tracer's viewer); default: from the --out extension.")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), metavar="PATH",
+              callback=check_out_path,
               help="File to write; for --format neuronpedia, a directory (gets <slug>.json and graph-metadata.json).")
 @node_threshold_option
 @edge_threshold_option
@@ -88,6 +90,7 @@ def _declares(query_name: str, param: str) -> bool:
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("selectors", nargs=-1, required=True, metavar="CIRCUIT_OR_TASK...")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              callback=check_out_dir,
               help="Directory for report.md, report.html and the PNG plots.")
 @click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True,
               help="Top features listed per circuit.")
@@ -111,6 +114,7 @@ def compare(selectors: tuple[str, ...], out: Path, top_k: int, store: str) -> No
 @click.command(context_settings=CONTEXT_SETTINGS)
 @click.argument("circuit_id")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              callback=check_out_path,
               help="Diagram file, .svg or .png.")
 @node_threshold_option
 @edge_threshold_option

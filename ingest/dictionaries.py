@@ -370,8 +370,21 @@ def load_dictionary(path: str | Path, site: Site, *, d_model: int, model_id: str
         raise DictionaryError(f"{root}: a transcoder replaces an MLP, so it fits mlp_L sites, not {site}")
     dictionary.check_shapes(where=f"{where} (site {site})", d_model=d_model)
     dictionary.to("cpu", torch.float32)
+    check_finite(dictionary, where=f"{where} (site {site})")
     log.debug("loaded %s for %s (%s, d_dict=%d)", info.id, site, info.architecture, info.d_dict)
     return LoadedDictionary(site=site, dictionary=dictionary, info=info)
+
+
+def check_finite(dictionary: Dictionary, *, where: str) -> None:
+    """Refuse weights holding NaN or infinity: every node of the site would silently drop out of the
+    circuit (NaN effects fail every threshold) and faithfulness would come out NaN."""
+    for name, tensor in dictionary.tensors().items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                kind = "NaN" if bool(torch.isnan(tensor).any()) else "infinite"
+                raise DictionaryError(f"{where}: {name} holds {bad} non-finite value(s) (first kind: {kind}); "
+                                      "the dictionary's weights are damaged")
 
 
 ZOO_SPEC = "toy-zoo"

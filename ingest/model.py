@@ -143,7 +143,12 @@ def _load_checkpoint_dir(path: Path, device: torch.device) -> ModelHandle:
     with _quiet_transformer_lens():
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     try:
-        model.load_state_dict(load_file(str(weights_file)), strict=False)
+        weights = load_file(str(weights_file))
+    except Exception as exc:  # safetensors raises its own SafetensorError (and OSError) for a damaged file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ComputeError(f"{weights_file}: not a readable safetensors file ({reason[:160]})") from None
+    try:
+        model.load_state_dict(weights, strict=False)
     except RuntimeError as exc:
         raise ComputeError(f"{weights_file}: does not fit {config_file} ({str(exc).splitlines()[0]})") from None
     model.to(device, print_details=False)

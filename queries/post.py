@@ -18,6 +18,9 @@ from .. import naming
 PostStep = Callable[[list[pl.DataFrame], dict[str, Any], dict[str, Any]], pl.DataFrame]
 
 PATH_SCHEMA = {"path": pl.List(pl.String), "weight": pl.Float64}
+# The path search keeps its partial paths in a heap; each holds up to max_hops + 1 node keys (~0.3 kB).
+# A budget on how many it may create bounds memory (~150 MB) and time, whatever k, max_hops and the density.
+PATH_BUDGET = 500_000
 
 
 def upstream_paths(frames: list[pl.DataFrame], params: dict[str, Any], resolved: dict[str, Any]) -> pl.DataFrame:
@@ -47,9 +50,26 @@ def _ranked_paths(nodes: pl.DataFrame, edges: pl.DataFrame, anchor_uids: list[st
     near, far = ("dst", "src") if upstream else ("src", "dst")
     grouped = edges.group_by(near).agg(pl.col(far), pl.col("weight"))
     step = dict(zip(grouped[near].to_list(), zip(grouped[far].to_list(), grouped["weight"].to_list())))
-    paths = best_paths(step, anchors, labels, max_hops=params["max_hops"], k=params["k"], reverse=upstream,
-                       no_gain=bool(edges["weight"].abs().max() <= 1.0))
+    try:
+        paths = best_paths(step, anchors, labels, max_hops=params["max_hops"], k=params["k"], reverse=upstream,
+                           no_gain=bool(edges["weight"].abs().max() <= 1.0))
+    except PathBudgetExceeded as exc:
+        from ..errors import QueryError
+
+        raise QueryError(
+            f"{'upstream' if upstream else 'downstream'}-paths: the search grew past {exc.budget:,} partial paths "
+            f"after finding {exc.found} of the {params['k']} asked for; ask for fewer paths (-p k), fewer hops "
+            "(-p max_hops) or only strong edges (-p min_weight)"
+        ) from None
     return pl.DataFrame({"path": [p for p, _ in paths], "weight": [w for _, w in paths]}, schema=PATH_SCHEMA)
+
+
+class PathBudgetExceeded(Exception):
+    """The best-first search created more partial paths than its budget allows."""
+
+    def __init__(self, budget: int, found: int):
+        super().__init__(f"more than {budget} partial paths ({found} complete found)")
+        self.budget, self.found = budget, found
 
 
 def best_paths(
@@ -61,6 +81,7 @@ def best_paths(
     k: int,
     reverse: bool,
     no_gain: bool | None = None,
+    budget: int | None = None,
 ) -> list[tuple[list[str], float]]:
     """Best-first search for the k best paths grown from ``anchors`` through ``step`` (node -> (nexts, weights)).
 
@@ -69,8 +90,11 @@ def best_paths(
     stopping; cycles allowed in the bound, so it never underestimates; simply 1 when no |weight| exceeds
     1, the usual case). Partial paths pop before complete ones of the same key, so complete paths come
     out in exact rank order. ``reverse``: paths are grown at their source end (upstream), so the labels
-    are read back to front.
+    are read back to front. More than ``budget`` (default :data:`PATH_BUDGET`) heap entries raise
+    :class:`PathBudgetExceeded`: dense circuits with many hops hold astronomically many simple paths.
     """
+    budget = PATH_BUDGET if budget is None else budget
+    pushed = 0
     cache: dict[tuple[Any, int], float] = {}
     if no_gain is None:
         no_gain = all(abs(w) <= 1.0 for _, weights in step.values() for w in weights)
@@ -104,6 +128,7 @@ def best_paths(
             continue
         if hops >= 1:
             heapq.heappush(heap, (-abs(product), 1, hops, ordered(nodes), next(counter), nodes, product))
+            pushed += 1
         if hops == max_hops:
             continue
         tip = nodes[-1]
@@ -113,6 +138,9 @@ def best_paths(
             grown = product * w
             key = -abs(grown) * bound(nxt, max_hops - hops - 1)
             heapq.heappush(heap, (key, 0, hops + 1, (), next(counter), nodes + (nxt,), grown))
+            pushed += 1
+        if pushed > budget:
+            raise PathBudgetExceeded(budget, len(found))
     return found
 
 
@@ -177,4 +205,4 @@ POST_STEPS: dict[str, PostStep] = {
     "order_effects": order_effects,
 }
 
-__all__ = ["POST_STEPS", "best_paths"]
+__all__ = ["POST_STEPS", "PATH_BUDGET", "PathBudgetExceeded", "best_paths"]

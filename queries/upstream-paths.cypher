@@ -4,7 +4,7 @@
 // param target: node = "output" -- the node the paths end at (node_id, or node_id@position)
 // param max_hops: int (>= 1) (<= 8) = 3 -- paths of 1 to max_hops edges
 // param min_weight: float (>= 0) = 0 -- only edges with |weight| >= min_weight
-// param k: int (>= 1) = 10 -- how many paths
+// param k: int (>= 1) (<= 10000) = 10 -- how many paths
 // column path: list[str] -- node labels, source first (node_id, or node_id@position when positions are kept)
 // column weight: float -- the product of the path's edge weights
 // post: upstream_paths

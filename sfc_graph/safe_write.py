@@ -103,6 +103,29 @@ def check_file_destination(out: str | os.PathLike[str], *, option: str = "--out"
     return out
 
 
+def check_output_directory(out: str | os.PathLike[str], *, option: str = "--out") -> Path:
+    """Refuse, before any work is done, an output directory (files are written into it) that cannot be used."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DestinationError(f"{out}: is a file; {option} names a directory")
+    return check_writable_path(out, option=option)
+
+
+def check_writable_path(out: str | os.PathLike[str], *, option: str = "--out") -> Path:
+    """Refuse, before any work is done, a path (file or directory) that cannot be written or created."""
+    out = Path(out)
+    if out.exists():
+        if not os.access(out, os.W_OK | (os.X_OK if out.is_dir() else 0)):
+            raise DestinationError(f"{out}: permission denied; choose another {option}")
+        return out
+    parent = _nearest_existing(out)
+    if not parent.is_dir():
+        raise DestinationError(f"{out}: cannot be created, {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DestinationError(f"{out}: cannot be created, permission denied in {parent}")
+    return out
+
+
 @contextlib.contextmanager
 def staged_directory(out: str | os.PathLike[str], *, replace: bool) -> Iterator[Path]:
     """Yield a fresh hidden directory beside ``out``; on success it becomes ``out`` (replacing it if
@@ -265,5 +288,6 @@ def strict_loads(text: str) -> Any:
     return json.loads(text, parse_constant=_refuse_constant)
 
 
-__all__ = ["DestinationError", "as_os_error", "check_destination", "check_file_destination", "staged_directory",
+__all__ = ["DestinationError", "as_os_error", "check_destination", "check_file_destination",
+           "check_output_directory", "check_writable_path", "staged_directory",
            "clean_leftovers", "describe_os_error", "strict_json", "strict_loads", "non_finite_fields"]

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 DIAGRAM_FORMATS = {".svg": "svg", ".png": "png"}
 MAX_NODES = 60
 MAX_EDGES = 200
+# Hard bounds: past these a layered layout is unreadable and Graphviz's time grows steeply (3,000 nodes and
+# 30,000 edges ran for minutes). Large circuits belong in `sfc export` (GraphML for Gephi).
+NODE_LIMIT = 500
+EDGE_LIMIT = 5_000
+DOT_TIMEOUT_S = 60.0
 POSITIVE = (0x21, 0x66, 0xAC)  # RdBu's ends: blue for +, red for −
 NEGATIVE = (0xB2, 0x18, 0x2B)
 ROW_PREFIX = "__row__"
@@ -102,9 +107,13 @@ def draw_graph(graph: nx.DiGraph, out_path: str | Path, *, max_nodes: int = MAX_
                max_edges: int = MAX_EDGES) -> Diagram:
     """Draw a circuit graph from :mod:`sfc_graph.export` (a whole circuit or a subgraph of one)."""
     fmt = diagram_format(out_path)
-    require_graphviz()
     if max_nodes < 1 or max_edges < 0:
         raise DiagramError("a diagram needs max_nodes >= 1 and max_edges >= 0")
+    if max_nodes > NODE_LIMIT or max_edges > EDGE_LIMIT:
+        raise DiagramError(f"a diagram draws at most {NODE_LIMIT} nodes and {EDGE_LIMIT:,} edges (asked: {max_nodes} and "
+                           f"{max_edges:,}); larger layouts are unreadable and take Graphviz minutes — export the "
+                           "circuit instead (sfc export --format graphml, for Gephi)")
+    require_graphviz()
     shown = _pick_nodes(graph, max_nodes)
     edges = sorted(((u, v, d["weight"]) for u, v, d in graph.edges(data=True) if u in shown and v in shown),
                    key=lambda e: -abs(e[2]))
@@ -252,14 +261,20 @@ def diagram_format(out_path: str | Path) -> str:
     return DIAGRAM_FORMATS[suffix]
 
 
-def _pipe(dot, fmt: str) -> bytes:
-    import graphviz
+def _pipe(dot, fmt: str, *, timeout_s: float = DOT_TIMEOUT_S) -> bytes:
+    """Run ``dot`` on the diagram's source, with a time limit (graphviz.pipe has none)."""
+    import subprocess
 
     require_graphviz()
     try:
-        return dot.pipe(format=fmt)
-    except graphviz.ExecutableNotFound:  # pragma: no cover - raced with the check above
+        done = subprocess.run([shutil.which("dot") or "dot", f"-T{fmt}"], input=dot.source.encode("utf-8"),
+                              capture_output=True, timeout=timeout_s, check=False)
+    except FileNotFoundError:  # pragma: no cover - raced with the check above
         raise GraphvizMissing("Graphviz's `dot` program could not be run; install Graphviz and try again") from None
-    except graphviz.CalledProcessError as exc:  # pragma: no cover - dot rejected its input
-        detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise DiagramError(f"Graphviz failed to draw the circuit ({detail[0] if detail else exc})") from None
+    except subprocess.TimeoutExpired:
+        raise DiagramError(f"Graphviz did not finish the layout within {timeout_s:.0f} s; draw fewer nodes "
+                           "(--max-nodes, --node-threshold) or export the circuit instead (sfc export)") from None
+    if done.returncode != 0:
+        detail = done.stderr.decode(errors="replace").strip().splitlines()
+        raise DiagramError(f"Graphviz failed to draw the circuit ({detail[0] if detail else done.returncode})")
+    return done.stdout

@@ -109,12 +109,32 @@ def unbound_parameters(cypher: str, params: dict[str, Any] | None) -> list[str]:
     return sorted({name for name in _PARAM.findall(_blank(cypher)) if name not in given})
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def require_bound(cypher: str, params: dict[str, Any] | None) -> None:
+    """Every ``$name`` has a value, and every value is one the engines can take (integers fit in 64 bits)."""
     missing = unbound_parameters(cypher, params)
     if missing:
         flags = " ".join(f"-p {name} VALUE" for name in missing)
         raise QueryError(f"the statement uses ${', $'.join(missing)} but no value was given for "
                          f"{'it' if len(missing) == 1 else 'them'} (on the command line: {flags})")
+    for name, value in (params or {}).items():
+        if _too_large(value):
+            raise QueryError(f"parameter {name!r} holds an integer outside the 64-bit range the database stores "
+                             f"({INT64_MIN} to {INT64_MAX})")
+
+
+def _too_large(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not INT64_MIN <= value <= INT64_MAX
+    if isinstance(value, (list, tuple)):
+        return any(_too_large(v) for v in value)
+    if isinstance(value, dict):
+        return any(_too_large(v) for v in value.values())
+    return False
 
 
 def refuse_write_clause(cypher: str) -> None:
@@ -128,7 +148,10 @@ def ladybug_plan(conn: Any, cypher: str, params: dict[str, Any] | None) -> str:
     """The engine's physical plan of ``cypher`` (EXPLAIN, prepared: nothing runs, one statement only)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # prepare() is deprecated, not removed
-        prepared = conn.prepare("EXPLAIN " + cypher, params or {})
+        try:
+            prepared = conn.prepare("EXPLAIN " + cypher, params or {})
+        except (RuntimeError, TypeError, ValueError, AttributeError) as exc:  # a value the binding cannot take
+            raise QueryError(f"the embedded store refused the query: {str(exc).strip().splitlines()[0]}") from None
     if not prepared.is_success():
         message = prepared.get_error_message().strip().splitlines()[0]
         if "multiple statements" in message:
