@@ -300,8 +300,11 @@ def test_a_labelled_token_stream_gives_each_context_the_behaviour_of_its_peak_to
     for dash in rows["dashboard"]:
         for ex in json.loads(dash)["examples"]:
             source = docs[ex["doc"]]
-            assert ex["behaviour"] == source["labels"][ex["position"] - 1]
             words = handle.model.to_str_tokens(" ".join(source["tokens"]))  # <bos> first; unknown words read <unk>
             assert ex["tokens"][ex["at"]] == words[ex["position"]]
+            if len(words) - 1 == len(source["labels"]):
+                assert ex["behaviour"] == source["labels"][ex["position"] - 1]
+            else:  # the tokenizer split a word (years into digits): labels no longer line up, so none are shown
+                assert ex["behaviour"] is None
             checked += 1
     assert checked > 50
