@@ -41,6 +41,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from sfc_graph.errors import SfcError
+    from sfc_graph.naming import head_id
     from sfc_graph.ingest.heads.compute import HeadSettings, head_scores
     from sfc_graph.ingest.heads.evaluation import ground_truth, roc_auc
     from sfc_graph.ingest.model import load_model
@@ -61,8 +62,9 @@ def main() -> None:
         for patch, label in (("counterfactual", "cf"), ("mean", "mean")):
             truth = ground_truth(handle, task, patch=patch, n_examples=args.gt_examples, threshold=args.threshold)
             truths[label] = truth.in_circuit
-            members = [i for i in np.flatnonzero(truth.in_circuit)]
-            print(f"{name}: ground truth {label}: {len(members)}/{truth.effects.size} heads {members}; "
+            n_heads = int(handle.model.cfg.n_heads)
+            members = [head_id(int(i) // n_heads, int(i) % n_heads) for i in np.flatnonzero(truth.in_circuit)]
+            print(f"{name}: ground truth {label}: {len(members)}/{truth.effects.size} heads {' '.join(members)}; "
                   f"whole effect {truth.whole_effect:.3f}; effects {np.round(truth.effects, 3).tolist()}")
         results: dict[str, dict[str, list[float]]] = {}
 
