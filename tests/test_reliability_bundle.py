@@ -163,3 +163,23 @@ def test_compute_bundle_checks_out_before_computing(tmp_path, monkeypatch):
         compute_module.compute_bundle(model="toy-zoo", dictionaries=["toy-zoo"], task="ioi", out=notes,
                                       overwrite=True)
     assert (notes / "a.txt").read_text() == "keep"
+
+
+def test_ingest_compute_overwrite_of_the_current_directory_is_one_sentence(tmp_path, monkeypatch):
+    """The issue's own reproduction: `--out . --overwrite` emptied the current directory."""
+    from click.testing import CliRunner
+
+    from sfc_graph.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "thesis.txt").write_text("keep")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "n.txt").write_text("keep")
+    for out in (".", "notes", ".."):
+        result = CliRunner().invoke(main, ["ingest", "compute", "--model", "toy-zoo", "--dict", "toy-zoo",
+                                           "--task", "ioi", "--out", out, "--overwrite"])
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert "not replaced" in result.output or "current directory" in result.output, result.output
+    assert (tmp_path / "thesis.txt").read_text() == "keep"
+    assert (tmp_path / "notes" / "n.txt").read_text() == "keep"
