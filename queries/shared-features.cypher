@@ -12,6 +12,7 @@
 // column effects: list[float] -- one per circuit that contains it, in the order the circuits (tasks) were given
 // column circuit_ids: list[str] -- the circuits that contain it, in the same order as effects
 // column label: str -- the feature's label (sfc label, sfc features build); null when it has none
+// column top_tokens: list[str] -- the commonest peak tokens of its top activating contexts (sfc features build)
 // post: order_effects
 // Effects are summed over positions first. With tasks, a task contains a feature when any of its circuits
 // does; effects still lists every such circuit (tasks in the order given, circuits by id within a task).
@@ -25,4 +26,5 @@ WITH feature, site, layer, collect(circuit) AS circuit_ids, collect(task) AS cir
      collect(effect) AS effects, count(DISTINCT CASE WHEN size($tasks) > 0 THEN task ELSE circuit END) AS n_in
 WHERE n_in >= $min_count
 OPTIONAL MATCH (i:FeatureInfo {id: feature})
-RETURN feature, site, layer, n_in AS count, effects, circuit_ids, circuit_tasks, i.label AS label
+RETURN feature, site, layer, n_in AS count, effects, circuit_ids, circuit_tasks, i.label AS label,
+       i.top_tokens AS top_tokens

@@ -12,11 +12,12 @@
 // column position: int -- token position; -1 when effects are summed over positions
 // column effect: float -- the node's indirect effect on the metric
 // column label: str -- the feature's label (sfc label, sfc features build); null when it has none
+// column top_tokens: list[str] -- the commonest peak tokens of its top activating contexts (sfc features build)
 // Ordered by |effect| descending, then node id and position (ties are rare; the order is still stable).
 MATCH (c:Circuit {id: $circuit})-[:HAS_NODE]->(n:CircuitNode)
 WHERE n.kind = coalesce($kind, n.kind) AND abs(n.effect) >= $min_effect
 OPTIONAL MATCH (i:FeatureInfo {id: n.feature})
 RETURN n.node_id AS node_id, n.feature AS feature, n.kind AS kind, n.site AS site, n.layer AS layer,
-       n.position AS position, n.effect AS effect, i.label AS label
+       n.position AS position, n.effect AS effect, i.label AS label, i.top_tokens AS top_tokens
 ORDER BY abs(effect) DESC, node_id, position
 LIMIT $k

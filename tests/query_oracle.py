@@ -84,7 +84,8 @@ def top_nodes(bundle: Bundle, k: int = 20, kind: str | None = None, min_effect: 
     frame = frame.sort(["_abs", "node_id", "position"], descending=[True, False, False]).head(k)
     # no labels in the oracle's circuits: the label column is all null (tests/test_features.py checks labels)
     return frame.select("node_id", "feature", "kind", "site", "layer", "position", "effect",
-                        pl.lit(None, dtype=pl.String).alias("label"))
+                        pl.lit(None, dtype=pl.String).alias("label"),
+                        pl.lit(None, dtype=pl.List(pl.String)).alias("top_tokens"))
 
 
 def feature_circuits(bundles: dict[str, Bundle], feature: str, min_effect: float = 0.0) -> list[tuple]:

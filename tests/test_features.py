@@ -209,7 +209,8 @@ def test_cli_build_show_and_label(tmp_path):
     result = runner.invoke(main, ["features", "build", "--store", store, "--corpus", str(corpus), "--dict",
                                   "resid_1=" + _zoo_site("resid_1"), "-q"])
     assert result.exit_code == 0, result.output
-    assert "stored 256 feature dashboards" in result.output
+    d_sae = json.loads((Path(_zoo_site("resid_1")) / "cfg.json").read_text())["d_sae"]
+    assert f"stored {d_sae:,} feature dashboards" in result.output
     with open_store(store, read_only=True) as opened:
         busiest = opened.run("MATCH (i:FeatureInfo) RETURN i.id AS id ORDER BY i.density DESC LIMIT 1")["id"][0]
     shown = runner.invoke(main, ["features", "show", busiest, "--store", store])

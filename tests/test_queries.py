@@ -94,8 +94,8 @@ def test_library_has_every_named_query_with_a_complete_header():
 
 def test_issue_columns_and_parameters():
     expected_columns = {
-        "top-nodes": ["node_id", "feature", "kind", "site", "layer", "position", "effect", "label"],
-        "shared-features": ["feature", "site", "layer", "count", "effects", "circuit_ids", "label"],
+        "top-nodes": ["node_id", "feature", "kind", "site", "layer", "position", "effect", "label", "top_tokens"],
+        "shared-features": ["feature", "site", "layer", "count", "effects", "circuit_ids", "label", "top_tokens"],
         "circuit-overlap": ["circuit_a", "circuit_b", "jaccard", "weighted_overlap"],
         "upstream-paths": ["path", "weight"],
         "downstream-paths": ["path", "weight"],
@@ -190,7 +190,8 @@ def test_shared_features_none_and_many(qstore):
     empty = qstore.query("shared-features", circuits=["agr-1", "agr-2"], min_count=99)
     assert empty.height == 0
     assert empty.schema == {"feature": pl.String, "site": pl.String, "layer": pl.Int64, "count": pl.Int64,
-                            "effects": pl.List(pl.Float64), "circuit_ids": pl.List(pl.String), "label": pl.String}
+                            "effects": pl.List(pl.Float64), "circuit_ids": pl.List(pl.String), "label": pl.String,
+                            "top_tokens": pl.List(pl.String)}
     # features of different models never meet
     assert not any("toy-b/" in f for f in qstore.query("shared-features", circuits=["agr-1", "other-model"])["feature"])
 
@@ -407,7 +408,7 @@ def test_cli_query_formats(qstore, spec, tmp_path):
     assert invoke(*args, "--format", "parquet", "--out", str(out)).exit_code == 0
     assert pl.read_parquet(out).equals(expected)
     csv = invoke(*args, "--format", "csv")
-    assert csv.exit_code == 0 and csv.output.splitlines()[0] == "feature,site,layer,count,effects,circuit_ids,label"
+    assert csv.exit_code == 0 and csv.output.splitlines()[0] == "feature,site,layer,count,effects,circuit_ids,label,top_tokens"
     assert len(csv.output.splitlines()) == expected.height + 1
     table = invoke(*args)
     assert table.exit_code == 0 and expected["feature"][0] in table.output

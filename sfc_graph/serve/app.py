@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 MAX_NODES = 2000  # nodes drawn at once; beyond it the browser slows down and the reader learns nothing
+MAX_EDGES = 6000
 X_GAP, Y_GAP, LINE_GAP = 132, 86, 48  # layout grid, in pixels: node spacing, between sites, within a site
 ROW_WIDTH = 16  # nodes per line within a site's band
 
@@ -86,6 +87,11 @@ class StoreView:
             nodes = nodes.filter(pl.col("uid").is_in(keep.implode()) | (pl.col("kind") == "output"))
             edges = edges.filter(pl.col("src").is_in(nodes["uid"].implode()) & pl.col("dst").is_in(nodes["uid"].implode()))
             note = f"showing the {MAX_NODES} nodes of largest |effect|; raise the node threshold to see the rest"
+        if edges.height > MAX_EDGES:
+            shown = edges.height
+            edges = edges.sort(pl.col("weight").abs(), descending=True).head(MAX_EDGES)
+            note = "; ".join(filter(None, [note, f"showing the {MAX_EDGES} strongest of {shown} edges; raise the edge "
+                                                 "threshold to see the rest"]))
         return {
             "circuit": {"id": circuit_id, "task": manifest.get("task"), "model": manifest.get("model"),
                         "method": manifest.get("method"), "evaluation": manifest.get("evaluation", [])},
