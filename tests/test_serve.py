@@ -70,7 +70,7 @@ def served(tmp_path_factory):
         if time.time() > deadline or not thread.is_alive():
             pytest.fail("the app did not start")
         time.sleep(0.05)
-    yield {"url": f"http://{HOST}:{port}", "bundles": bundles, "feature": feature, "label": "plural verb after keys"}
+    yield {"url": f"http://{HOST}:{port}", "root": root, "bundles": bundles, "feature": feature, "label": "plural verb after keys"}
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -197,7 +197,9 @@ def test_cypher_reads_and_a_write_is_refused(served, page):
     page.click("#run-cypher")
     page.wait_for_function("document.querySelectorAll('#result-table tbody tr').length === 2")
     assert page.eval_on_selector_all("#result-table tbody td", "c => c.map(x => x.textContent)") == ["agreement", "ioi"]
-    for statement in ("CREATE (t:Task {name: 'evil'})", "MATCH (n) DETACH DELETE n"):
+    leak = served["root"] / "leak.csv"
+    for statement in ("CREATE (t:Task {name: 'evil'})", "MATCH (n) DETACH DELETE n",
+                      "LOAD FROM '/etc/hostname' RETURN *", f"COPY (MATCH (t:Task) RETURN t.name) TO '{leak}'"):
         page.fill("#cypher", statement)
         page.click("#run-cypher")
         page.wait_for_selector("#query-error:not([hidden])")
@@ -206,6 +208,7 @@ def test_cypher_reads_and_a_write_is_refused(served, page):
     page.fill("#cypher", "MATCH (t:Task) RETURN count(t) AS n")
     page.click("#run-cypher")
     page.wait_for_function("document.querySelector('#result-table tbody td')?.textContent === '2'")
+    assert not leak.exists()
 
 
 def test_a_cypher_result_with_nodes_is_drawn_as_a_graph(served, page):
