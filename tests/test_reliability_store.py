@@ -392,3 +392,11 @@ def test_damaged_database_pages_are_refused_not_replaced(loaded):
         _assert_one_sentence(result, str(store))
     assert db.read_bytes() == bytes(data)
 
+
+
+def test_read_only_module_doctests():
+    import doctest
+
+    from sfc_graph.store import read_only
+
+    assert doctest.testmod(read_only).failed == 0
