@@ -14,11 +14,13 @@ from ..bundle import NODE_KINDS  # the kinds a `kind` parameter accepts: those a
 from ..errors import QueryError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from polars._typing import PolarsDataType
+
     from .library import Param, Query
 
 PARAM_TYPES = ("str", "int", "float", "bool", "list[str]", "circuit", "list[circuit]", "list[task]", "feature",
                "kind", "node")
-COLUMN_TYPES: dict[str, pl.DataType] = {
+COLUMN_TYPES: dict[str, PolarsDataType] = {
     "str": pl.String,
     "int": pl.Int64,
     "float": pl.Float64,

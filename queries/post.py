@@ -9,15 +9,25 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import polars as pl
 
 from .. import naming
 
+if TYPE_CHECKING:  # pragma: no cover
+    from polars._typing import PolarsDataType
+
 PostStep = Callable[[list[pl.DataFrame], dict[str, Any], dict[str, Any]], pl.DataFrame]
 
-PATH_SCHEMA = {"path": pl.List(pl.String), "weight": pl.Float64}
+PATH_SCHEMA: dict[str, PolarsDataType] = {"path": pl.List(pl.String), "weight": pl.Float64}
+
+
+def _largest_abs(values: pl.Series) -> float:
+    largest = values.abs().max()
+    return float(largest) if isinstance(largest, (int, float)) else 0.0
+
+
 # The path search keeps its partial paths in a heap; each holds up to max_hops + 1 node keys (~0.3 kB).
 # A budget on how many it may create bounds memory (~150 MB) and time, whatever k, max_hops and the density.
 PATH_BUDGET = 500_000
@@ -52,7 +62,7 @@ def _ranked_paths(nodes: pl.DataFrame, edges: pl.DataFrame, anchor_uids: list[st
     step = dict(zip(grouped[near].to_list(), zip(grouped[far].to_list(), grouped["weight"].to_list())))
     try:
         paths = best_paths(step, anchors, labels, max_hops=params["max_hops"], k=params["k"], reverse=upstream,
-                           no_gain=bool(edges["weight"].abs().max() <= 1.0))
+                           no_gain=_largest_abs(edges["weight"]) <= 1.0)
     except PathBudgetExceeded as exc:
         from ..errors import QueryError
 

@@ -14,7 +14,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -24,12 +24,15 @@ from .safe_write import check_destination, non_finite_fields, staged_directory, 
 from .naming import HEAD as HEAD_KIND
 from .naming import HEAD_SITE
 
+if TYPE_CHECKING:  # pragma: no cover
+    from polars._typing import PolarsDataType
+
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 NODES = "nodes.parquet"
 EDGES = "edges.parquet"
 
-NODE_COLUMNS: dict[str, pl.DataType] = {
+NODE_COLUMNS: dict[str, PolarsDataType] = {
     "node_id": pl.String,
     "kind": pl.String,
     "site": pl.String,
@@ -38,7 +41,7 @@ NODE_COLUMNS: dict[str, pl.DataType] = {
     "position": pl.Int64,
     "effect": pl.Float64,
 }
-EDGE_COLUMNS: dict[str, pl.DataType] = {
+EDGE_COLUMNS: dict[str, PolarsDataType] = {
     "src": pl.String,
     "dst": pl.String,
     "src_position": pl.Int64,
@@ -335,7 +338,7 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         raise BundleError(f"{path}: not a readable Parquet file ({reason[:160]})") from None
 
 
-def _check_columns(frame: pl.DataFrame, columns: dict[str, pl.DataType], file: str) -> None:
+def _check_columns(frame: pl.DataFrame, columns: dict[str, PolarsDataType], file: str) -> None:
     for name, dtype in columns.items():
         if name not in frame.columns:
             raise BundleError(f"{file}: missing column {name!r}")
@@ -358,5 +361,5 @@ def _check_finite(frame: pl.DataFrame, column: str, file: str) -> None:
         raise BundleError(f"{file}: column {column!r} has {bad.height} non-finite value(s) (first: {label})")
 
 
-def _extra(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> list[pl.Expr]:
+def _extra(frame: pl.DataFrame, columns: dict[str, PolarsDataType]) -> list[pl.Expr]:
     return [pl.col(c) for c in frame.columns if c not in columns]

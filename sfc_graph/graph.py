@@ -17,12 +17,16 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from . import naming
 from .bundle import Bundle
 from .head_ids import HEAD_KIND
+
+if TYPE_CHECKING:  # pragma: no cover
+    from polars._typing import PolarsDataType
 
 # Cypher types as LadybugDB spells them; Neo4j is schema-free for properties.
 STRING, INT64, DOUBLE = "STRING", "INT64", "DOUBLE"
@@ -425,11 +429,11 @@ def shared_rel_owner(rel_key: tuple[str, str, str]) -> str | None:
     return src if name in ("OF_MODEL", "IN_DICTIONARY") else None
 
 
-def _polars_type(cypher_type: str) -> pl.DataType:
+def _polars_type(cypher_type: str) -> PolarsDataType:
     return {STRING: pl.String, INT64: pl.Int64, DOUBLE: pl.Float64, STRING_LIST: pl.List(pl.String)}[cypher_type]
 
 
-def _optional(frame: pl.DataFrame, column: str, dtype: pl.DataType) -> pl.Expr:
+def _optional(frame: pl.DataFrame, column: str, dtype: PolarsDataType) -> pl.Expr:
     """An optional bundle column (the contract lets producers add columns), null where a bundle lacks it."""
     return (pl.col(column) if column in frame.columns else pl.lit(None)).cast(dtype).alias(column)
 

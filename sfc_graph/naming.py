@@ -151,7 +151,7 @@ class NodeName(NamedTuple):
     kind: str
     site: str
     layer: int
-    index: int | None
+    index: int | None  # type: ignore[assignment]  # the bundle's column name; shadows tuple.index, unused here
 
 
 # --------------------------------------------------------------------------------------------- node ids

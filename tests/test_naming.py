@@ -17,6 +17,7 @@ CASES = [
     (("output", "output", -1, None), "output"),
     (("head", "attn", 1, 7), "attn_1/h7"),
     (("token", "embed", -1, 42), "token/42"),
+    (("logit", "output", -1, 17), "logit/17"),
 ]
 
 
@@ -53,7 +54,7 @@ def test_identities():
     ).to_series().to_list()
     assert got == [
         "m/resid_3/sae/1234", "m/embed/sae/0", "m/attn_2/sae/err", "m/embed/sae/err", "m/output",
-        "m/attn_1/h7", "m/token/42",
+        "m/attn_1/h7", "m/token/42", "m/logit/17",
     ]
     assert got[0] == naming.feature_identity("m/resid_3/sae", 1234)
     assert got[2] == naming.error_identity("m/attn_2/sae")

@@ -179,6 +179,7 @@ def _error_figure(data: ComparisonData) -> "Figure":
     the distribution of the overall share, and the median per site)."""
     import numpy as np
     from matplotlib import colormaps
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     if data.large:
         return _error_distribution(data)
@@ -187,7 +188,9 @@ def _error_figure(data: ComparisonData) -> "Figure":
     sites = sorted({s for f in frames.values() for s in f["site_name"].to_list()} - {"output"}, key=site_order)
     n = len(data.ids)
     figure, (by_site, overall) = _figure(max(11.0, 0.62 * len(sites) + 7), max(3.6, 0.42 * n + 2.0), ncols=2)
-    figure.get_layout_engine().set(wspace=0.08)
+    engine = figure.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine):
+        engine.set(wspace=0.08)
     matrix = np.full((n, len(sites)), np.nan)
     column = {s: j for j, s in enumerate(sites)}
     for i, cid in enumerate(data.ids):

@@ -50,7 +50,7 @@ def _tables(data: ComparisonData) -> dict[str, list[tuple[str | None, pl.DataFra
     labelled = all("label" in data.top[c].columns for c in data.shown) and any(
         data.top[c]["label"].null_count() < data.top[c].height for c in data.shown)
     named = ["node_id", "feature", *(["label"] if labelled else []), "effect"]
-    top = [(labels[c], data.top[c].select(
+    top: list[tuple[str | None, pl.DataFrame]] = [(labels[c], data.top[c].select(
         *named,
         pl.col("feature").replace_strict(data.shared_counts, default=None, return_dtype=pl.Int64).alias("in circuits"),
     )) for c in data.shown] if len(data.ids) > 1 else [(labels[c], data.top[c].select(*named)) for c in data.shown]

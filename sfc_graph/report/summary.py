@@ -22,9 +22,9 @@ def summary_lines(data: ComparisonData) -> list[str]:
     if ranked.height:
         best, worst = ranked.row(0, named=True), ranked.row(-1, named=True)
         lines.append(
-            f"Most similar pair: {labels.get(best['circuit_a'])} and {labels.get(best['circuit_b'])} "
+            f"Most similar pair: {labels.get(best['circuit_a'])!s} and {labels.get(best['circuit_b'])!s} "
             f"(Jaccard {best['jaccard']:.2f}, weighted overlap {best['weighted_overlap']:.2f})"
-            + (f"; least similar: {labels.get(worst['circuit_a'])} and {labels.get(worst['circuit_b'])} "
+            + (f"; least similar: {labels.get(worst['circuit_a'])!s} and {labels.get(worst['circuit_b'])!s} "
                f"(Jaccard {worst['jaccard']:.2f}, weighted {worst['weighted_overlap']:.2f})." if ranked.height > 1 else ".")
         )
         if ranked.height > 1:
@@ -52,11 +52,14 @@ def summary_lines(data: ComparisonData) -> list[str]:
                      + "; ".join(f"{site} ({n} circuits)" for site, n in counts) + ".")
     elif peaks:
         lines.append("Largest share of |effect| by site — " + "; ".join(peaks) + ".")
-    shares = {cid: data.overall_error_share(cid) for cid in data.ids}
-    shares = {c: s for c, s in shares.items() if s is not None}
+    shares: dict[str, float] = {}
+    for cid in data.ids:
+        share = data.overall_error_share(cid)
+        if share is not None:
+            shares[cid] = share
     if shares:
-        high = max(shares, key=shares.get)
-        low = min(shares, key=shares.get)
+        high = max(shares, key=lambda c: shares[c])
+        low = min(shares, key=lambda c: shares[c])
         text = (f"Error nodes carry {shares[low]:.0%} ({labels[low]}) to {shares[high]:.0%} ({labels[high]}) of the "
                 "|effect|" if len(shares) > 1 else f"Error nodes carry {shares[high]:.0%} of the |effect| in {labels[high]}")
         if shares[high] > 0.5:

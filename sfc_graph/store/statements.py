@@ -14,7 +14,8 @@ from ..cypher_files import read_statements
 
 @lru_cache(maxsize=None)
 def statements(name: str) -> tuple[str, ...]:
-    return read_statements(resources.files(__package__).joinpath("cypher", f"{name}.cypher").read_text(encoding="utf-8"))
+    path = resources.files(__package__).joinpath("cypher").joinpath(f"{name}.cypher")
+    return read_statements(path.read_text(encoding="utf-8"))
 
 
 def statement(name: str) -> str:
