@@ -177,7 +177,13 @@ def _permission_case(tmp_path: Path) -> None:
     pid = os.fork()
     if pid == 0:
         _load_as_nobody(str(bundle.path), str(store), str(answer))
-    os.waitpid(pid, 0)
+    deadline = time.monotonic() + 120
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):  # a forked child must never hang the suite
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child acting as user nobody did not finish")
+        time.sleep(0.05)
     message = answer.read_text()
     assert message.startswith("SfcError: "), message
     assert "permission denied" in message.lower(), message
