@@ -309,3 +309,19 @@ def test_a_labelled_token_stream_gives_each_context_the_behaviour_of_its_peak_to
                 assert ex["behaviour"] is None
             checked += 1
     assert checked > 50
+
+
+def test_a_store_from_before_dashboards_opens_read_only_with_the_new_table(tmp_path):
+    import ladybug
+
+    spec = tmp_path / "store"
+    with open_store(spec) as store:
+        store.load(build_circuit(tmp_path / "c1", "c1"))
+    db = ladybug.Database(str(spec / "graph.lbdb"))
+    conn = ladybug.Connection(db)
+    conn.execute("DROP TABLE FeatureInfo")  # as a store written before the table existed
+    conn.close()
+    db.close()
+    with open_store(spec, read_only=True) as store:
+        top = store.query("top-nodes", circuit="c1", k=3)
+        assert top.height == 3 and top["label"].null_count() == 3

@@ -55,6 +55,11 @@ def schema_ddl() -> list[str]:
     return ddl
 
 
+def _schema_table_names() -> list[str]:
+    """The table each statement of :func:`schema_ddl` creates, in the same order."""
+    return [label.name for label in NODE_LABELS + ANNOTATION_LABELS] + [rel.name for rel in REL_TYPES]
+
+
 class LadybugStore(BaseStore):
     """A circuit store in a local directory."""
 
@@ -86,6 +91,8 @@ class LadybugStore(BaseStore):
         self._open()
         try:
             self._check_tables(new=not marked)
+            if read_only and marked:
+                self._add_missing_tables()
             if not read_only:
                 for ddl in schema_ddl():
                     self._execute(ddl, doing="create the tables of")
@@ -110,6 +117,28 @@ class LadybugStore(BaseStore):
             what = "its database holds none of the store's tables" if not tables else \
                 "its database has lost the Circuit table"
             raise lost_data(self.path, f"{what} (the file {DB_FILE} was truncated, overwritten or replaced)")
+
+    def _add_missing_tables(self) -> None:
+        """A store made by an earlier sfc-graph lacks tables added to the schema since (``FeatureInfo``): add
+        them, empty, so that read-only commands can run the queries that mention them. Only adds empty tables;
+        when the store cannot be written now (another process writes, no permission) the reader goes on without
+        them and the queries that need them say so."""
+        tables = set(self._conn.execute("CALL show_tables() RETURN name").get_as_pl()["name"].to_list())
+        missing = [ddl for ddl, name in zip(schema_ddl(), _schema_table_names()) if name not in tables]
+        if not missing:
+            return
+        self.close()
+        try:
+            self._connect(read_only=False)
+            for ddl in missing:
+                self._conn.execute(ddl)
+            log.info("added %d table(s) of a newer schema to the store at %s", len(missing), self.path)
+        except RuntimeError as exc:
+            log.info("could not add the newer schema's tables to %s (%s); reading without them", self.path,
+                     _first_line(exc))
+        finally:
+            self.close()
+            self._connect(read_only=True)
 
     def _execute(self, cypher: str, params: dict[str, Any] | None = None, *, doing: str = "write to"):
         try:
