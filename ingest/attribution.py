@@ -69,13 +69,13 @@ def patch_state(
     f, e, x = {}, {}, {}
     for site in spliced.sites:
         if ablation == "zero":
-            f[site], e[site] = torch.zeros_like(clean.f[site]), torch.zeros_like(clean.e[site])
+            f[site], e[site] = torch.zeros_like(clean.f[site]), torch.zeros_like(clean.x[site])
         elif ablation == "mean":
             if means is None:
                 raise ComputeError("mean ablation needs the dataset means of every site")
             n_pos = clean.f[site].shape[1]
             mean_f, mean_e = (mean_at(m, n_pos) for m in means[site])
-            f[site], e[site] = mean_f.expand_as(clean.f[site]), mean_e.expand_as(clean.e[site])
+            f[site], e[site] = mean_f.expand_as(clean.f[site]), mean_e.expand_as(clean.x[site])
         else:
             raise ComputeError(f"unknown ablation {ablation!r}; use one of {', '.join(ABLATIONS)}")
         x[site] = spliced.dictionary(site).decode(f[site]) + e[site]

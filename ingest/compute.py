@@ -233,7 +233,7 @@ def compute_circuit(
     kept = _kept_nodes(aggregated, settings.node_threshold, per_position)
     with progress.step("edges", len(batches) * len(sites)) as advance:
         edge_sums = _edge_sums(spliced, batches, grads_per_batch, kept, settings, means, advance)
-        parents = output_parents(spliced, batches[0].clean)
+        parents = output_parents(spliced, batches[0].clean[:1])  # wiring, the same for any example
 
     evaluation: list[dict[str, Any]] = []
     thresholds = sorted(set(settings.eval_thresholds))
@@ -296,11 +296,12 @@ def _edge_sums(spliced, batches, grads_per_batch, kept, settings: CircuitSetting
     """Edge weights between kept nodes, per pair of wired sites, summed over every example."""
     edge_sums: dict[tuple[Site, Site], Tensor] = {}
     for batch, grads in zip(batches, grads_per_batch):
-        clean = spliced.record(batch.clean)
+        leaf = spliced.leaf_forward(batch.clean)
+        clean = spliced.codes_of(leaf)  # the clean codes from the leaf pass, not from another forward pass
         patch, _ = patch_state(spliced, batch, clean, ablation=settings.ablation, means=means.for_batch(batch))
         for block in batch_edges(
             spliced, batch.clean, grads, clean, patch, kept, per_position=settings.aggregation == "none",
-            chunk=settings.edge_chunk, advance=advance,
+            chunk=settings.edge_chunk, advance=advance, leaf=leaf,
         ):
             key = (block.up, block.down)
             edge_sums[key] = block.weights if key not in edge_sums else edge_sums[key] + block.weights

@@ -164,14 +164,16 @@ def batch_edges(
     per_position: bool,
     chunk: int = 64,
     advance: Callable[[int], None] | None = None,
+    leaf: LeafRecord | None = None,
 ) -> list[EdgeBlock]:
     """Edge weights of one batch, summed over its examples, between every pair of directly wired sites.
 
     ``per_position`` (aggregation ``none``): rows are (downstream position, node) and columns (upstream
     position, node), flattened ``[p·(k+1)]``. Otherwise rows and columns are nodes, positions summed.
     ``chunk`` downstream rows are backpropagated together (memory ∝ chunk · batch activations of one block).
+    ``leaf``: the leaf pass of ``tokens`` when the caller has run it already (to read ``clean`` from it).
     """
-    leaf = spliced.leaf_forward(tokens)
+    leaf = leaf if leaf is not None else spliced.leaf_forward(tokens)
     blocks: list[EdgeBlock] = []
     sites = spliced.sites
     for d_index, down in enumerate(sites):

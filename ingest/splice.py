@@ -201,6 +201,17 @@ class SplicedModel:
             record.logits = self.model(tokens)
         return record
 
+    def codes_of(self, leaf: LeafRecord) -> Record:
+        """The clean record of a leaf pass (its site values are the clean activations): codes, errors, logits,
+        without a second forward pass."""
+        record = Record(logits=leaf.logits.detach())
+        with torch.no_grad():
+            for site in self.sites:
+                record.x[site] = leaf.pre[site].detach()
+                record.f[site] = self.dictionary(site).encode(leaf.inputs[site].detach())
+        record.e = Errors(record, lambda site, f: self.dictionary(site).decode(f))
+        return record
+
     def spliced_forward(
         self,
         tokens: Tensor,
