@@ -493,7 +493,7 @@ class ShiftExperiment:
         task = bios_task(self.data.split("balanced", "train"), name="bios-balanced-gender",
                          label=lambda b: self.data.aligned[b.gender])
         settings = CircuitSettings.from_dict({
-            **self.settings.circuit.to_dict(), "node_threshold": float("inf"), "eval_thresholds": [],
+            **self.settings.circuit.to_dict(), "node_threshold": 1e30, "eval_thresholds": [],  # effects only, no edges
         })
         circuit = compute_circuit(self.classifier, dictionaries, task, settings, progress=progress)
         assert circuit.effects is not None
