@@ -1,4 +1,4 @@
-"""Edge effects between kept nodes of adjacent sites (DESIGN.md §2.5).
+"""Edge effects between kept nodes of adjacent sites (docs/sites-and-metrics.md).
 
 The weight of ``u → d`` is ``∇_d m · ∂d/∂u · Δu``. One forward pass cuts every site into a leaf
 (:meth:`SplicedModel.leaf_forward`), so a gradient taken from a site's value stops at the nearest sites

@@ -137,8 +137,9 @@ REL_TYPES: tuple[RelType, ...] = (
          ("CircuitNode", "Token")),
     ),
     # weight_invariant: the input-invariant factor of the weight where the method has one (transcoder-paths)
-    RelType("EDGE", (("CircuitNode", "CircuitNode"),), (("circuit", STRING), ("weight", DOUBLE),
-                                                        ("weight_invariant", DOUBLE))),
+    # No `circuit` property: both endpoints are instances of one circuit already, and a string on each of a
+    # circuit's edges was the largest single cost of loading one (benchmarks/bench_load.py).
+    RelType("EDGE", (("CircuitNode", "CircuitNode"),), (("weight", DOUBLE), ("weight_invariant", DOUBLE))),
     # The weight graph of a model and its dictionaries (ingest/weights.py), between shared nodes and outside any
     # circuit: kind resid | ov (Feature -> Feature), embed | embed_ov (Token -> Feature), logit (Feature -> Token);
     # via is the Head id for ov / embed_ov (else null); graph is the WeightGraph id; rank_in / rank_out: 1 = the
@@ -369,7 +370,6 @@ def circuit_rows(bundle: Bundle, *, loaded_at: str | None = None) -> CircuitRows
     edges = bundle.edges.select(
         naming.instance_uid_expr(cid, pl.col("src"), pl.col("src_position")).alias("from"),
         naming.instance_uid_expr(cid, pl.col("dst"), pl.col("dst_position")).alias("to"),
-        pl.lit(cid).alias("circuit"),
         pl.col("weight"),
         _optional(bundle.edges, "weight_invariant", pl.Float64),
     )

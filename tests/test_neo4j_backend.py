@@ -99,7 +99,7 @@ def test_shared_nodes_merge_and_circuit_nodes_create():
         assert ("MERGE (n:" if label.shared else "CREATE (n:") in text
     edge = backend.REL_STATEMENTS[("EDGE", "CircuitNode", "CircuitNode")]
     assert "MATCH (a:CircuitNode {uid: row.from})\nMATCH (b:CircuitNode {uid: row.to})" in edge
-    assert "CREATE (a)-[:EDGE {circuit: row.circuit, weight: row.weight}]->(b)" in edge
+    assert "CREATE (a)-[:EDGE {weight: row.weight, weight_invariant: row.weight_invariant}]->(b)" in edge
     assert "MERGE (a)-[:IN_DICTIONARY]->(b)" in backend.REL_STATEMENTS[("IN_DICTIONARY", "Feature", "Dictionary")]
 
 
