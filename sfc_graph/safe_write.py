@@ -8,9 +8,10 @@ One mechanism for every command that writes a directory:
   current directory and its parents are never replaced.
 - :func:`staged_directory` writes into a hidden sibling (``.NAME.sfc-staging-PID-XXXX``) with the user's
   umask, then swaps it in with renames: the old directory is first renamed aside
-  (``.NAME.sfc-replaced-PID-XXXX``), the new one renamed in, the old one removed. A crash leaves either the
-  old or the new directory in place, plus a hidden leftover that the next write in that folder removes
-  (only our own names, only from processes that are gone and older than this one).
+  (``.NAME.sfc-replaced-PID-XXXX``), the new one renamed in, the old one removed. A crash leaves the old or
+  the new directory in place plus a hidden leftover that the next write in that folder removes (only our own
+  names, only from processes that are gone and older than this one) — or, killed between the two renames,
+  the old one aside, which that next write puts back.
 - :func:`strict_json` refuses NaN and infinities, which ``json.dumps`` would write as bare ``NaN``
   (not JSON).
 """
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 STAGING = "sfc-staging"
 REPLACED = "sfc-replaced"
-_LEFTOVER = re.compile(rf"^\..+\.(?:{STAGING}|{REPLACED})-(?P<pid>\d+)-[0-9a-f]{{8}}$")
+_LEFTOVER = re.compile(rf"^\.(?P<name>.+)\.(?P<kind>{STAGING}|{REPLACED})-(?P<pid>\d+)-[0-9a-f]{{8}}$")
 _PROCESS_STARTED = time.time()
 
 
@@ -220,6 +221,15 @@ def clean_leftovers(folder: str | os.PathLike[str]) -> list[Path]:
             if pid == os.getpid() or _alive(pid) or entry.stat(follow_symlinks=False).st_mtime >= _PROCESS_STARTED:
                 continue
         except OSError:
+            continue
+        original = Path(folder) / match["name"]
+        if match["kind"] == REPLACED and not (original.exists() or original.is_symlink()):
+            # Killed between moving the old directory aside and moving the new one in: put the old one back.
+            try:
+                os.rename(entry.path, original)
+                log.warning("restored %s, moved aside by an interrupted write (process %d)", original, pid)
+            except OSError:
+                pass
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
         log.info("removed %s, left by an interrupted write (process %d)", entry.path, pid)

@@ -183,3 +183,18 @@ def test_ingest_compute_overwrite_of_the_current_directory_is_one_sentence(tmp_p
         assert "not replaced" in result.output or "current directory" in result.output, result.output
     assert (tmp_path / "thesis.txt").read_text() == "keep"
     assert (tmp_path / "notes" / "n.txt").read_text() == "keep"
+
+
+def test_a_bundle_moved_aside_by_a_killed_replace_is_put_back(tmp_path, bundle):
+    """Killed between 'old aside' and 'new in': the next write restores the old bundle, never deletes it."""
+    import time as _time
+
+    from sfc_graph import safe_write
+
+    aside = bundle.path.parent / f".{bundle.path.name}.sfc-replaced-999999-0123abcd"
+    os.rename(bundle.path, aside)
+    past = _time.time() - 3600
+    os.utime(aside, (past, past))
+    safe_write.clean_leftovers(bundle.path.parent)
+    assert read_bundle(bundle.path).circuit_id == "c1"
+    assert not aside.exists()
