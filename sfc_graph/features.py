@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 LABEL_SOURCES = ("manual", "neuronpedia", "auto")
 INFO = next(label for label in ANNOTATION_LABELS if label.name == "FeatureInfo")
-INFO_SCHEMA: dict[str, pl.DataType] = {name: _polars_type(kind) for name, kind in INFO.properties}
+INFO_SCHEMA: dict[str, Any] = {name: _polars_type(kind) for name, kind in INFO.properties}
 MAX_LABEL = 200  # characters: a label is a short name, not an essay
 DOMINANT = 0.5  # share of the top contexts a token must hold to name the feature
 COMMON = 0.05  # a token this frequent in the corpus says nothing as context (see draft_label)
@@ -87,9 +87,9 @@ def draft_label(dashboard: Mapping[str, Any], *, common: frozenset[str] | set[st
     if count / n >= DOMINANT:
         head = f'"{top}"'
     else:
-        common = peak.most_common(3)
-        if sum(c for _, c in common) / n >= CONTEXT_SHARE:
-            head = " / ".join(f'"{t}"' for t, _ in common)
+        leaders = peak.most_common(3)
+        if sum(c for _, c in leaders) / n >= CONTEXT_SHARE:
+            head = " / ".join(f'"{t}"' for t, _ in leaders)
         else:
             promoted = [str(t) for t, *_ in (dashboard.get("top_logits") or [])[:3]]
             head = f"mixed tokens, promotes {', '.join(promoted)}" if promoted else "mixed tokens"

@@ -325,3 +325,9 @@ def test_a_store_from_before_dashboards_opens_read_only_with_the_new_table(tmp_p
     with open_store(spec, read_only=True) as store:
         top = store.query("top-nodes", circuit="c1", k=3)
         assert top.height == 3 and top["label"].null_count() == 3
+
+
+def test_draft_label_with_common_tokens_and_no_dominant_token():
+    dash = {"examples": [_ex(["the", t], 1) for t in ["is", "is", "are", "was", "were"]]}
+    assert draft_label(dash, common={"the"}) == '"is" / "are" / "was"'
+    assert draft_label(dash) == '"is" / "are" / "was" after "the"'

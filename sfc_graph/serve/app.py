@@ -80,7 +80,8 @@ class StoreView:
             nodes = self.store.run(statement("view-circuit-nodes"), params)
             edges = self.store.run(statement("view-circuit-edges"), {**params, "min_weight": edge_threshold})
             effects = self.store.run(statement("view-circuit-nodes"), {"circuit": circuit_id, "min_effect": 0.0})
-        max_effect = float(effects.filter(pl.col("kind") != "output")["effect"].abs().max() or 0.0) if effects.height else 0.0
+        others = effects.filter(pl.col("kind") != "output")["effect"].abs()
+        max_effect = float(others.max() or 0.0) if others.len() else 0.0  # type: ignore[arg-type]
         note = None
         if nodes.height > MAX_NODES:
             keep = nodes.sort(pl.col("effect").abs(), descending=True).head(MAX_NODES)["uid"]

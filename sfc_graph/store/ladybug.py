@@ -123,7 +123,9 @@ class LadybugStore(BaseStore):
         them, empty, so that read-only commands can run the queries that mention them. Only adds empty tables;
         when the store cannot be written now (another process writes, no permission) the reader goes on without
         them and the queries that need them say so."""
-        tables = set(self._conn.execute("CALL show_tables() RETURN name").get_as_pl()["name"].to_list())
+        found = self._conn.execute("CALL show_tables() RETURN name")
+        assert not isinstance(found, list)  # one statement, one result
+        tables = set(found.get_as_pl()["name"].to_list())
         missing = [ddl for ddl, name in zip(schema_ddl(), _schema_table_names()) if name not in tables]
         if not missing:
             return
