@@ -196,6 +196,15 @@ def test_transcoder_circuit_bundle_loads_and_explains_its_edges(zoo, tmp_path):
         layer = int(dst.split("/")[0].split("_")[1])
         assert row["factor"] == pytest.approx(1.0 / float(trace.mlp_scale[layer][dp]), rel=1e-5)
         assert store.query("top-nodes", circuit=bundle.circuit_id, kind="token").height >= 1
+        # the weight graph lives on the same shared nodes and outlives the circuit
+        from sfc_graph.ingest.weights import WeightSettings, build_weight_graph
+        from sfc_graph.ingest.weights_store import load_weight_graph
+
+        load_weight_graph(store, build_weight_graph(zoo, WeightSettings(top_k=4, n_tokens=3)))
+        count = "MATCH ()-[w:WEIGHT]->() RETURN count(w) AS n"
+        before = store.run(count)["n"][0]
+        store.delete(bundle.circuit_id)
+        assert store.run(count)["n"][0] == before > 0
 
 
 def _zoo_dicts(zoo) -> DictionarySet:
