@@ -55,6 +55,11 @@ def _rss_mib() -> float:
     return float("nan")
 
 
+def _log(record: dict) -> None:
+    """A stage's figures on stderr as soon as they exist (a long run on a busy machine still leaves its data)."""
+    print(json.dumps(record), file=sys.stderr, flush=True)
+
+
 def bench_zoo(threads: int) -> dict:
     sfc = Path(sys.executable).with_name("sfc")
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,6 +112,7 @@ def bench_synthetic(targets: list[int], de_targets: list[int], top_k: int, block
     setup_s = time.perf_counter() - start
     weights_mib = _rss_mib()
     runs = []
+    _log({"stage": "synthetic set-up", "seconds": round(setup_s, 1), "rss_mib": round(weights_mib, 1)})
     for n in targets:
         settings = WeightSettings(top_k=top_k, block=block, max_targets=n)
         reset = _reset_peak()
@@ -115,6 +121,7 @@ def bench_synthetic(targets: list[int], de_targets: list[int], top_k: int, block
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         runs.append({"targets_per_layer": n, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
                      "rows": table.height, "peak_rss_mib": round(_peak_mib(), 1) if reset else None})
+        _log({"stage": "synthetic feature edges", **runs[-1]})
         del table
     # CPU time, not wall time: on a shared machine the wall clock measures the other jobs as much as ours
     (n1, t1), (n2, t2) = [(r["targets_per_layer"], r["cpu_seconds"]) for r in runs[:2]]
@@ -136,6 +143,7 @@ def bench_synthetic(targets: list[int], de_targets: list[int], top_k: int, block
         de_runs.append({"features_per_dictionary": n, "seconds": round(time.perf_counter() - start, 2),
                         "cpu_seconds": round(time.process_time() - cpu_start, 2),
                         "rows": tokens.height, "peak_rss_mib": round(_peak_mib(), 1) if reset else None})
+        _log({"stage": "synthetic de-embeddings + logit lens", **de_runs[-1]})
     (m1, u1), (m2, u2) = [(r["features_per_dictionary"], r["cpu_seconds"]) for r in de_runs[:2]]
     de_per = (u2 - u1) / (m2 - m1)
     de_fixed = u1 - de_per * m1
@@ -174,6 +182,7 @@ def main() -> None:
     results = {"threads": args.threads, "load_average": os.getloadavg()[0], "cpus": os.cpu_count()}
     if not args.skip_zoo:
         results["zoo"] = bench_zoo(args.threads)
+        _log({"stage": "zoo", **results["zoo"]})
     if not args.skip_synthetic:
         results["synthetic"] = bench_synthetic(sorted(args.targets), sorted(args.de_targets), args.top_k, args.block)
     if args.json:
