@@ -23,7 +23,8 @@ def mini_zoo(tmp_path_factory):
     from sfc_graph.cli.app import main
 
     out = tmp_path_factory.mktemp("zoo") / "mini"
-    result = CliRunner().invoke(main, ["zoo", "build", "--out", str(out), "--quick", "--model-steps", "200"])
+    result = CliRunner().invoke(main, ["zoo", "build", "--out", str(out), "--quick", "--model-steps", "200",
+                                       "--threads", "1"])
     assert result.exit_code == 0, result.output
     return out
 
@@ -41,9 +42,16 @@ def test_mini_build_writes_the_artefact_layout(mini_zoo):
     for task in TASKS:
         for split in ("test", "train"):
             lines = (mini_zoo / "tasks" / task / f"{split}.jsonl").read_text().splitlines()
-            assert lines and all(json.loads(line)["clean_answer"] for line in lines)
+            assert lines and all(json.loads(line)["clean_answer"] and json.loads(line)["template"] for line in lines)
     assert {t["task"] for t in card["tasks"]} == set(TASKS)
     assert card["training"]["model"]["steps"] == 200
+    for name in zoo.BIOS:
+        assert zoo.load_bios(name, root=mini_zoo)
+    assert zoo.load_stream(root=mini_zoo)
+    curves = json.loads((mini_zoo / "training_curves.json").read_text())
+    assert [e["step"] for e in curves["evaluations"]] == [100, 200]
+    assert set(curves["evaluations"][-1]) == {"step", *TASKS}
+    assert len(curves["loss_every_50_steps"]) == 4
 
 
 def test_mini_build_artefacts_load(mini_zoo):
@@ -55,7 +63,7 @@ def test_mini_build_artefacts_load(mini_zoo):
     logits = model(model.to_tokens(["the parents near the dog", "when mary and john went"], padding_side="right"))
     assert torch.isfinite(logits).all()
     # the 200 training steps taught it something: loss well under uniform over the vocabulary
-    assert json.loads((mini_zoo / "card.json").read_text())["training"]["model"]["final_loss"] < 0.6 * \
+    assert json.loads((mini_zoo / "card.json").read_text())["training"]["model"]["final_loss"] < 0.75 * \
         torch.log(torch.tensor(float(model.cfg.d_vocab))).item()
     for site in zoo.site_names(root=mini_zoo):
         directory = zoo.dictionary_path(site, root=mini_zoo)
@@ -124,10 +132,29 @@ def test_dictionary_training_is_deterministic_and_learns():
     assert (a.encode(x) > 0).float().sum(-1).mean() < 9
 
 
+def test_noise_breaks_the_planted_mechanisms_at_its_rate():
+    """The corpus noise is what keeps the tasks from saturating: measure its rate on generated units."""
+    from sfc_graph.zoo.grammar import MAIN_VERBS, unit_tokens
+
+    singular = {s for s, _ in MAIN_VERBS}
+    plural = {p for _, p in MAIN_VERBS}
+    for noise in (0.0, 0.1):
+        grammar, rng = Grammar(noise=noise), random.Random(3)
+        wrong = total = 0
+        for _ in range(3000):
+            tokens, labels = unit_tokens(grammar.unit(rng, "simple"))
+            verb = next(t for t, lab in zip(tokens, labels) if lab == "agreement")
+            subject = tokens[tokens.index(verb) - 1]
+            subject_plural = subject.endswith("s") or subject in ("children", "men", "women")
+            wrong += (verb in plural) != subject_plural
+            total += 1
+        assert abs(wrong / total - noise) < 0.02, (noise, wrong / total)
+
+
 def test_task_splits_are_disjoint_and_seeded():
     grammar = Grammar()
     for task in TASKS:
         test = grammar.pairs(task, random.Random(1), 30, "test")
         train = grammar.pairs(task, random.Random(1), 30, "train")
-        assert not {p.clean for p in test} & {p.clean for p in train}
+        assert not {(p.clean, p.clean_answer) for p in test} & {(p.clean, p.clean_answer) for p in train}
         assert grammar.pairs(task, random.Random(1), 30, "test") == test
