@@ -86,7 +86,7 @@ function caption(n) {
   if (n.kind === "error") return `ε ${n.row}${where}`;
   const head = `${n.row}/${n.latent}${where}`;
   const label = n.label || (n.top_tokens && n.top_tokens.length ? n.top_tokens.slice(0, 3).join(" ") : "");
-  return label ? `${head}\n${label.length > 30 ? label.slice(0, 29) + "…" : label}` : head;
+  return label ? `${head}\n${label.length > 44 ? label.slice(0, 43) + "…" : label}` : head;
 }
 
 function circuitElements(data) {
@@ -118,7 +118,8 @@ function circuitElements(data) {
 
 const CIRCUIT_STYLE = [
   { selector: "node", style: { "label": "data(caption)", "text-wrap": "wrap", "text-valign": "center",
-    "font-size": 10, "background-color": "data(color)", "color": "data(textColor)", "width": 124, "height": 38,
+    "font-size": 10, "background-color": "data(color)", "color": "data(textColor)", "width": 124, "height": 44,
+    "text-max-width": "118px", "line-height": 1.1,
     "shape": "round-rectangle", "border-width": 1, "border-color": "#444" } },
   { selector: 'node[kind = "error"]', style: { "shape": "triangle", "border-style": "dashed", "border-width": 2,
     "width": 60, "height": 46, "font-size": 8, "text-valign": "bottom", "color": "#111" } },
