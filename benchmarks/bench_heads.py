@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_heads.py [--tasks ioi,greater_than,copy] [--seeds 10] [--threads 1]
                                                [--n-examples 50] [--threshold 0.1] [--model toy-zoo]
+                                               [--zoo-dir DIR]
 
 Ground truth per task (ingest/heads/evaluation.py): each head's exact patching effect on the logit difference
 over the first ``--gt-examples`` examples; a head is in the true circuit when ``|effect| >= threshold ×
@@ -26,6 +27,7 @@ import time
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="toy-zoo")
+    parser.add_argument("--zoo-dir", help="a zoo built elsewhere (sfc zoo build --out DIR) instead of the shipped one")
     parser.add_argument("--tasks", default="ioi,greater_than,copy")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--n-examples", type=int, default=50)
@@ -40,6 +42,12 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.zoo_dir:
+        from pathlib import Path
+
+        from sfc_graph import zoo
+
+        zoo.zoo_dir = lambda: Path(args.zoo_dir)
     from sfc_graph.errors import SfcError
     from sfc_graph.naming import head_id
     from sfc_graph.ingest.heads.compute import HeadSettings, head_scores
@@ -48,7 +56,7 @@ def main() -> None:
     from sfc_graph.ingest.tasks import load_task
 
     handle = load_model(args.model, device="cpu")
-    print(f"model {handle.model_id}: {handle.n_layers} layers x {handle.model.cfg.n_heads} heads; "
+    print(f"model {handle.model_id} ({args.zoo_dir or handle.source}): {handle.n_layers} layers x {handle.model.cfg.n_heads} heads; "
           f"{args.seeds} seeds; {args.n_examples} examples per method; ground truth on {args.gt_examples} examples, "
           f"threshold {args.threshold:g} x |m(clean) - m(patch)|; torch threads {args.threads}")
     rows = []
