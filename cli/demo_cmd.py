@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -85,7 +86,7 @@ def demo(store: str, out_dir: Path, method: str, n_examples: int, tasks: tuple[s
         console.rule("[bold]2. asking questions across circuits")
         circuit_ids = list(ids.values())
         first = ids[task_names[0]]
-        showcase = [
+        showcase: list[tuple[str, str, dict[str, Any]]] = [
             (f"top-nodes in {task_names[0]}", "top-nodes", {"circuit": first, "k": 8}),
             ("features shared by several tasks", "shared-features", {"circuits": circuit_ids, "min_count": 2}),
             ("pairwise overlap", "circuit-overlap", {"circuits": circuit_ids}),

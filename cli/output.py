@@ -16,7 +16,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 import polars as pl
@@ -104,9 +104,9 @@ def _cell(value: Any) -> str:
 
 def _emit_parquet(frame: pl.DataFrame, out: str | os.PathLike[str] | None) -> None:
     if out is not None:
-        frame.write_parquet(out)
+        frame.write_parquet(os.fspath(out))
         return
-    stdout = click.get_binary_stream("stdout")
+    stdout: BinaryIO = sys.stdout.buffer  # click.get_binary_stream is deprecated (Click 9 removes it)
     if stdout.isatty():
         raise click.UsageError("parquet is binary: give --out FILE, or redirect stdout to a file or pipe")
     buffer = io.BytesIO()

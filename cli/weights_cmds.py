@@ -91,7 +91,9 @@ def build(model_spec, dict_specs, out, top_k, floor, n_tokens, block, no_deembed
     else:
         from sfc_graph.cli.progress import progress_for
 
-        with progress_for(False).step("weight graph", weight_graph_units(tm, settings)) as advance:
+        bars = progress_for(False)
+        assert bars is not None  # not quiet: bars are drawn
+        with bars.step("weight graph", weight_graph_units(tm, settings)) as advance:
             seen = [0]
 
             def progress(done: int, _total: int) -> None:

@@ -156,6 +156,7 @@ def build(out: str, seed: int, quick: bool, model_steps: int | None, dict_steps:
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        TaskID,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
@@ -178,7 +179,7 @@ def build(out: str, seed: int, quick: bool, model_steps: int | None, dict_steps:
               "dictionaries": "training dictionaries", "card": "computing the card"}
     with Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as bars:
-        ids: dict[str, object] = {}
+        ids: dict[str, TaskID] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in ids:

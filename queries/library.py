@@ -9,13 +9,16 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from ..cypher_files import split_header, split_statements
 from ..errors import QueryError
 from .params import COLUMN_TYPES, PARAM_TYPES
+
+if TYPE_CHECKING:  # pragma: no cover
+    from polars._typing import PolarsDataType
 
 _PARAM_LINE = re.compile(
     r"^param\s+(?P<name>\w+)\s*:\s*(?P<type>[\w\[\]]+)(?P<nullable>\s*\|\s*null)?"
@@ -49,7 +52,7 @@ class Column:
     help: str = ""
 
     @property
-    def dtype(self) -> pl.DataType:
+    def dtype(self) -> PolarsDataType:
         return COLUMN_TYPES[self.type]
 
 
@@ -76,7 +79,7 @@ class Query:
         return {p.name: p for p in self.params}[name]
 
     @property
-    def schema(self) -> dict[str, pl.DataType]:
+    def schema(self) -> dict[str, PolarsDataType]:
         return {c.name: c.dtype for c in self.columns}
 
 

@@ -430,7 +430,9 @@ def shared_rel_owner(rel_key: tuple[str, str, str]) -> str | None:
 
 
 def _polars_type(cypher_type: str) -> PolarsDataType:
-    return {STRING: pl.String, INT64: pl.Int64, DOUBLE: pl.Float64, STRING_LIST: pl.List(pl.String)}[cypher_type]
+    types: dict[str, PolarsDataType] = {STRING: pl.String, INT64: pl.Int64, DOUBLE: pl.Float64,
+                                        STRING_LIST: pl.List(pl.String)}
+    return types[cypher_type]
 
 
 def _optional(frame: pl.DataFrame, column: str, dtype: PolarsDataType) -> pl.Expr:

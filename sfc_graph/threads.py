@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +56,9 @@ def configure_openmp(environ: dict[str, str] | None = None) -> bool:
     """
     global _START_SAMPLE
     _START_SAMPLE = _START_SAMPLE or cpu_sample()
-    environ = os.environ if environ is None else environ
+    env: MutableMapping[str, str] = os.environ if environ is None else environ
     for name, value in OPENMP_DEFAULTS.items():
-        environ.setdefault(name, value)
+        env.setdefault(name, value)
     if "torch" in sys.modules:
         log.debug("torch was imported before the OpenMP wait policy was set; it keeps its own")
         return False

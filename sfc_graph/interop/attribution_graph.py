@@ -229,7 +229,8 @@ def _prompt_tokens(manifest: dict[str, Any], positional: bool, max_position: int
 
 
 def _layer_feature_type(data: dict[str, Any], dictionaries: dict[str, Any], max_row: int) -> tuple[str, int, str]:
-    kind, site, layer, index = data["kind"], data["site"], int(data["layer"]), data.get("index")
+    kind, site, layer = data["kind"], data["site"], int(data["layer"])
+    index: Any = data.get("index")  # an int for every kind that reads it below; None for errors and outputs
     if kind in (naming.OUTPUT, naming.LOGIT):
         return str(max_row + 1), (-1 if index is None else int(index)), FEATURE_TYPE_LOGIT
     if kind == naming.TOKEN:

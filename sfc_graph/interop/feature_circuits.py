@@ -149,7 +149,7 @@ def import_reference_circuit(
             if key not in rows and edge[end] != naming.OUTPUT_ID:
                 site = naming.prefix_of(edge[end])
                 name = naming.parse_node_id(edge[end])
-                latent = widths[site] if name.kind == naming.ERROR else int(name.index)
+                latent = widths[site] if name.kind == naming.ERROR or name.index is None else name.index
                 rows[key] = effect_of(site, latent, key[1])
 
     if OUTPUT_KEY in raw_nodes and _as_tensor(raw_nodes[OUTPUT_KEY]) is not None:

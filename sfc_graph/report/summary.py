@@ -28,8 +28,8 @@ def summary_lines(data: ComparisonData) -> list[str]:
                f"(Jaccard {worst['jaccard']:.2f}, weighted {worst['weighted_overlap']:.2f})." if ranked.height > 1 else ".")
         )
         if ranked.height > 1:
-            lines.append(f"Mean pairwise Jaccard {ranked['jaccard'].mean():.2f}, "
-                         f"mean weighted overlap {ranked['weighted_overlap'].mean():.2f}.")
+            lines.append(f"Mean pairwise Jaccard {_mean(ranked['jaccard']):.2f}, "
+                         f"mean weighted overlap {_mean(ranked['weighted_overlap']):.2f}.")
     if len(data.ids) > 1:
         if data.n_shared:
             in_all = data.shared.filter(pl.col("count") >= len(data.ids)).height
@@ -85,3 +85,8 @@ def summary_lines(data: ComparisonData) -> list[str]:
     else:
         lines.append("No circuit carries faithfulness measurements in its manifest.")
     return lines
+
+
+def _mean(values: pl.Series) -> float:
+    mean = values.mean()
+    return float(mean) if isinstance(mean, (int, float)) else float("nan")

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import polars as pl
 
@@ -19,6 +19,9 @@ from ..bundle import EDGE_COLUMNS, NODE_COLUMNS, Bundle, read_bundle, read_manif
 from ..errors import CircuitNotFound
 from ..graph import LABELS, NODE_LABELS, REL_TYPES, CircuitRows, circuit_rows, merge_rows, shared_rel_owner
 from .statements import statement, statements
+
+if TYPE_CHECKING:  # pragma: no cover
+    from polars._typing import PolarsDataType
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +222,7 @@ def _key_column(found: pl.DataFrame) -> pl.Series:
     return found["key"] if found.height else pl.Series("key", [], dtype=pl.String)
 
 
-def _typed(frame: pl.DataFrame, columns: dict[str, pl.DataType], extra: list[str] = ()) -> pl.DataFrame:
+def _typed(frame: pl.DataFrame, columns: dict[str, PolarsDataType], extra: Sequence[str] = ()) -> pl.DataFrame:
     if frame.height == 0 and not frame.columns:
         return pl.DataFrame(schema={**columns, **{c: pl.String for c in extra}})
     return frame.select([pl.col(c).cast(t) for c, t in columns.items()] + [pl.col(c) for c in extra])

@@ -65,6 +65,9 @@ class LadybugStore(BaseStore):
 
     backend = "ladybug"
     dialect = "ladybug"
+    # ladybug's Database / Connection; its execute() is typed "one result or a list", we send one statement.
+    _db: Any
+    _conn: Any
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False, create: bool = True):
         import ladybug

@@ -84,10 +84,10 @@ def _schema_statements() -> dict[str, str]:
             f"CREATE CONSTRAINT {_constraint_name(label.name, label.key)} IF NOT EXISTS "
             f"FOR (n:{label.name}) REQUIRE n.{label.key} IS UNIQUE"
         )
-    for label, prop in INDEXED_PROPERTIES:
-        assert prop in LABELS[label].columns, f"{label}.{prop} is not in the schema"
-        out[f"schema/index/{label}.{prop}"] = (
-            f"CREATE INDEX {_index_name(label, prop)} IF NOT EXISTS FOR (n:{label}) ON (n.{prop})"
+    for name, prop in INDEXED_PROPERTIES:
+        assert prop in LABELS[name].columns, f"{name}.{prop} is not in the schema"
+        out[f"schema/index/{name}.{prop}"] = (
+            f"CREATE INDEX {_index_name(name, prop)} IF NOT EXISTS FOR (n:{name}) ON (n.{prop})"
         )
     return out
 
