@@ -188,7 +188,7 @@ def test_a_named_query_returns_its_rows(served, page):
     expected = bundle.nodes.sort(pl.col("effect").abs(), descending=True).head(5)["node_id"].to_list()
     assert cells == expected
     headers = page.eval_on_selector_all("#result-table thead th", "hs => hs.map(h => h.textContent)")
-    assert headers[-1] == "label"
+    assert headers[-2:] == ["label", "top_tokens"]
 
 
 def test_cypher_reads_and_a_write_is_refused(served, page):
