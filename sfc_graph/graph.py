@@ -23,7 +23,7 @@ import polars as pl
 
 from . import naming
 from .bundle import Bundle
-from .head_ids import HEAD_KIND
+from .naming import HEAD as HEAD_KIND
 
 if TYPE_CHECKING:  # pragma: no cover
     from polars._typing import PolarsDataType
@@ -74,7 +74,7 @@ NODE_LABELS: tuple[NodeLabel, ...] = (
         "ErrorNode", "id", (("id", STRING), ("dictionary", STRING), ("site", STRING), ("layer", INT64)), shared=True
     ),
     NodeLabel("Output", "id", (("id", STRING), ("model", STRING)), shared=True),
-    # An attention head of a model (id: sfc_graph.head_ids.head_identity), shared by every circuit that uses it.
+    # An attention head of a model (id: naming.model_node_identity(model, naming.head_id(L, H))), shared by every circuit that uses it.
     NodeLabel("Head", "id", (("id", STRING), ("model", STRING), ("layer", INT64), ("head", INT64)), shared=True),
     # A vocabulary entry of a model (id: naming.model_node_identity(model, naming.token_id(t))): an input token of a
     # transcoder circuit, and the far end of de-embedding / logit-lens weights.

@@ -7,7 +7,8 @@ import pytest
 
 from sfc_graph.bundle import read_bundle, write_bundle
 from sfc_graph.errors import BundleError, SfcError
-from sfc_graph.head_ids import head_identity, head_node_id, parse_head_node_id
+from sfc_graph.naming import head_id as head_node_id
+from sfc_graph.naming import model_node_identity, parse_node_id
 from sfc_graph.store import open_store
 
 
@@ -35,10 +36,11 @@ def head_bundle(tmp_path, name, scores, *, task="copy", edges=()):
 
 
 def test_head_ids_round_trip():
-    assert parse_head_node_id(head_node_id(3, 11)) == (3, 11)
-    assert head_identity("m", 0, 1) == "m/attn_0/h1"
+    assert parse_node_id(head_node_id(3, 11)) == ("head", "attn", 3, 11)
+    assert model_node_identity("m", head_node_id(0, 1)) == "m/attn_0/h1"
+    assert parse_node_id("attn_0/1").kind == "feature"  # a head id needs the h
     with pytest.raises(SfcError):
-        parse_head_node_id("attn_0/1")
+        parse_node_id("attn_0/hx")
 
 
 def test_a_head_bundle_is_valid_and_keeps_extra_columns(tmp_path):
