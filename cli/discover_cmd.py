@@ -63,7 +63,7 @@ def discover(model_spec, dict_specs, corpus, n_clusters, features, algorithm, n_
     from sfc_graph.ingest.discovery import DiscoverySettings, run_discovery
     from sfc_graph.ingest.executor import default_workers
     from sfc_graph.ingest.model import load_model
-    from sfc_graph.report.discovery import write_discovery_report
+    from sfc_graph.report.discovery import summary_lines, write_discovery_report
     from sfc_graph.threads import set_threads
 
     set_threads(threads)
@@ -90,15 +90,9 @@ def discover(model_spec, dict_specs, corpus, n_clusters, features, algorithm, n_
         with open_store(store) as target:
             result = run(target)
     report = write_discovery_report(result, out / "report")
-    found = result.discovery
-    click.echo(f"discovery {found.id}: {len(found.behaviours)} behaviours from {len(found.contexts)} contexts; "
-               f"{result.computed} circuits computed, {result.loaded} loaded")
-    if found.agreement:
-        click.echo(f"  agreement with planted labels: ARI {found.agreement['ari']:.3f}, "
-                   f"purity {found.agreement['purity']:.3f}")
-    if "within" in result.overlap and "across" in result.overlap:
-        click.echo(f"  circuit overlap (node Jaccard): within a planted behaviour {result.overlap['within']:.3f}, "
-                   f"across {result.overlap['across']:.3f}")
+    click.echo(f"discovery {result.discovery.id}:")
+    for line in summary_lines(result):
+        click.echo(f"  {line}")
     click.echo(f"  report: {report}")
     if not no_load:
-        click.echo(f"  next: sfc query behaviours -p discovery {found.id} --store {store}")
+        click.echo(f"  next: sfc query behaviours -p discovery {result.discovery.id} --store {store}")

@@ -58,7 +58,7 @@ def write_discovery_report(run: DiscoveryRun, out_dir: str | Path) -> Path:
         raise ReportError(f"cannot create the report directory {out} ({exc.strerror or exc})") from None
     behaviours, labels = behaviour_table(run), label_table(run)
     figure = _figure(behaviours, labels, out / "clusters.png")
-    lines = _summary(run)
+    lines = summary_lines(run)
     found = run.discovery
     title = f"Behaviour discovery {found.id}"
     md = [f"# {title}", "", f"Generated {_now()} by sfc-graph (`sfc discover`).", "", "## Summary", ""]
@@ -88,7 +88,8 @@ def write_discovery_report(run: DiscoveryRun, out_dir: str | Path) -> Path:
     return out / "report.html"
 
 
-def _summary(run: DiscoveryRun) -> list[str]:
+def summary_lines(run: DiscoveryRun) -> list[str]:
+    """What the discovery found, in a few sentences (the report's summary; the CLI prints them too)."""
     found = run.discovery
     lines = [
         f"{len(found.behaviours)} behaviours (clusters of at least {found.settings.min_cluster_size} contexts) from "
@@ -128,4 +129,4 @@ def _figure(behaviours: pl.DataFrame, labels: pl.DataFrame, path: Path) -> Path:
     return path
 
 
-__all__ = ["behaviour_table", "label_table", "write_discovery_report"]
+__all__ = ["behaviour_table", "label_table", "summary_lines", "write_discovery_report"]
