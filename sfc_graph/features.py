@@ -33,7 +33,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import polars as pl
 
@@ -49,6 +49,7 @@ LABEL_SOURCES = ("manual", "neuronpedia", "auto")
 INFO = next(label for label in ANNOTATION_LABELS if label.name == "FeatureInfo")
 INFO_SCHEMA: dict[str, Any] = {name: _polars_type(kind) for name, kind in INFO.properties}
 MAX_LABEL = 200  # characters: a label is a short name, not an essay
+BATCH_ROWS = 2000  # dashboards per write transaction
 DOMINANT = 0.5  # share of the top contexts a token must hold to name the feature
 COMMON = 0.05  # a token this frequent in the corpus says nothing as context (see draft_label)
 CONTEXT_SHARE = 0.6  # share the preceding token (or the behaviour) must hold to be added
@@ -117,26 +118,30 @@ def top_tokens(dashboard: Mapping[str, Any], k: int = 5) -> list[str]:
 
 
 # --- writing -------------------------------------------------------------------------------------------
-def write_dashboards(store, rows: pl.DataFrame, *, relabel: bool = False) -> int:
+def write_dashboards(store, rows: pl.DataFrame, *, relabel: bool = False, batch_rows: int = BATCH_ROWS,
+                     progress: Callable[[int, int], None] | None = None) -> int:
     """Store dashboards (one row per latent, the ``FeatureInfo`` columns); returns the rows written.
 
     A latent's ``manual`` or ``neuronpedia`` label survives a rebuild (unless ``relabel``); ``auto`` ones are
-    redrafted. All rows go in one transaction.
+    redrafted. Rows go in transactions of ``batch_rows`` (a real SAE suite has hundreds of thousands of latents:
+    one parameter list of all their dashboards would not fit in memory twice); each batch is whole or absent,
+    and a build that stops half way is finished by running it again.
     """
     rows = conform_info(rows)
-    if rows.height == 0:
-        return 0
-    if not relabel:
-        kept = store.run(statement("feature-info-kept-labels"), {"ids": rows["id"].to_list()})
-        if kept.height:
-            rows = (
-                rows.join(kept.rename({"label": "_label", "label_source": "_source"}), on="id", how="left")
-                .with_columns(
-                    pl.coalesce("_label", "label").alias("label"), pl.coalesce("_source", "label_source").alias("label_source")
+    for start in range(0, rows.height, batch_rows):
+        batch = rows.slice(start, batch_rows)
+        if not relabel:
+            kept = store.run(statement("feature-info-kept-labels"), {"ids": batch["id"].to_list()})
+            if kept.height:
+                batch = (
+                    batch.join(kept.rename({"label": "_label", "label_source": "_source"}), on="id", how="left")
+                    .with_columns(pl.coalesce("_label", "label").alias("label"),
+                                  pl.coalesce("_source", "label_source").alias("label_source"))
+                    .drop("_label", "_source")
                 )
-                .drop("_label", "_source")
-            )
-    store._run_in_transaction([statement("feature-info-upsert")], {"rows": rows.to_dicts()})
+        store._run_in_transaction([statement("feature-info-upsert")], {"rows": batch.to_dicts()})
+        if progress:
+            progress(min(start + batch_rows, rows.height), rows.height)
     log.info("stored %d feature dashboards", rows.height)
     return rows.height
 

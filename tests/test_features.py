@@ -173,7 +173,7 @@ def test_store_keeps_hand_labels_across_rebuilds_and_circuit_deletes(tmp_path, s
     fid = f"{dictionary}/{latent}"
     assert write_dashboards(store, _rows(dictionary, [latent, 63])) == 2
     set_label(store, fid, "  plural   subject ")
-    write_dashboards(store, _rows(dictionary, [latent, 63], label="redrafted"))
+    write_dashboards(store, _rows(dictionary, [latent, 63], label="redrafted"), batch_rows=1)  # two transactions
     info = get_info(store, fid)
     assert (info["label"], info["label_source"]) == ("plural subject", "manual")
     assert get_info(store, f"{dictionary}/63")["label"] == "redrafted"
