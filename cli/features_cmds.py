@@ -50,7 +50,7 @@ def build(model_spec: str, dict_specs: tuple[str, ...], corpus: str, top_k: int,
 
     from sfc_graph.cli.progress import progress_for
     from sfc_graph.features import write_dashboards
-    from sfc_graph.ingest.dashboards import DashboardSettings, compute_dashboards, load_corpus
+    from sfc_graph.ingest.dashboards import DashboardSettings, iter_dashboards, load_corpus
     from sfc_graph.ingest.dictionaries import load_dictionary_set
     from sfc_graph.ingest.model import load_model
     from sfc_graph.store import open_store
@@ -63,10 +63,12 @@ def build(model_spec: str, dict_specs: tuple[str, ...], corpus: str, top_k: int,
                                            model_id=handle.model_id).to(handle.device)
         documents = load_corpus(corpus, handle, max_docs=max_docs)
         settings = DashboardSettings(k=top_k, batch_size=batch_size)
-        rows = compute_dashboards(handle, dictionaries, documents, settings=settings, progress=progress_for(quiet))
-        written = write_dashboards(opened, rows, relabel=relabel)
+        written = dead = 0
+        # one dictionary's rows at a time: stored before the next dictionary's exist
+        for rows in iter_dashboards(handle, dictionaries, documents, settings=settings, progress=progress_for(quiet)):
+            written += write_dashboards(opened, rows, relabel=relabel)
+            dead += int((rows["density"] == 0).sum())
     elapsed = time.perf_counter() - started
-    dead = int((rows["density"] == 0).sum()) if rows.height else 0
     click.echo(f"stored {written:,} feature dashboards ({len(dictionaries.sites)} dictionaries, {dead:,} never active) "
                f"from {len(documents.ids):,} documents / {documents.n_tokens - len(documents.ids):,} tokens of {documents.name} "
                f"in {elapsed:.1f} s")

@@ -18,7 +18,7 @@ from collections import Counter
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Iterator, Sequence
 
 import polars as pl
 import torch
@@ -234,6 +234,20 @@ def compute_dashboards(
     progress=None,
 ) -> pl.DataFrame:
     """One ``FeatureInfo`` row per latent of every dictionary, from ``corpus``."""
+    frames = list(iter_dashboards(handle, dictionaries, corpus, settings=settings, progress=progress))
+    return pl.concat(frames) if frames else pl.DataFrame()
+
+
+def iter_dashboards(
+    handle: ModelHandle,
+    dictionaries: DictionarySet,
+    corpus: Corpus,
+    *,
+    settings: DashboardSettings = DashboardSettings(),
+    progress=None,
+) -> Iterator[pl.DataFrame]:
+    """:func:`compute_dashboards` one dictionary at a time (after the one pass over the corpus), so that a caller
+    can store each before the next one's rows exist."""
     progress = progress or NoProgress()
     spliced = SplicedModel(handle, dictionaries)
     sites = dictionaries.sites
@@ -262,12 +276,9 @@ def compute_dashboards(
     vocab = [str(t) for t in handle.model.to_str_tokens(torch.arange(W_U.shape[1]))]
     built_at = now()
     corpus_name = f"{corpus.name} ({len(corpus.ids)} docs, {n_tokens} tokens, sha {corpus.fingerprint()})"
-    frames = [
-        _site_rows(site, dictionaries, states[site], corpus, W_U, vocab, n_tokens, settings, corpus_name, built_at,
-                   common)
-        for site in sites
-    ]
-    return pl.concat(frames) if frames else pl.DataFrame()
+    for site in sites:
+        yield _site_rows(site, dictionaries, states.pop(site), corpus, W_U, vocab, n_tokens, settings, corpus_name,
+                         built_at, common)
 
 
 def _site_rows(site: Site, dictionaries: DictionarySet, state: _SiteState, corpus: Corpus, W_U: Tensor,
@@ -275,10 +286,7 @@ def _site_rows(site: Site, dictionaries: DictionarySet, state: _SiteState, corpu
                built_at: str, common: frozenset[str]) -> pl.DataFrame:
     entry = dictionaries.by_site[site]
     dictionary = entry.dictionary
-    lens = dictionary.W_dec.detach().float().cpu() @ W_U  # [d, vocab]
-    n_logits = min(settings.n_logits, lens.shape[1])
-    top_v, top_i = lens.topk(n_logits, dim=1)
-    bot_v, bot_i = (-lens).topk(n_logits, dim=1)
+    top_v, top_i, bot_v, bot_i = _logit_lens(dictionary.W_dec.detach().float().cpu(), W_U, settings.n_logits)
     edges = [float(f"{e:.3g}") for e in HISTOGRAM_EDGES.tolist()]
     rows: list[dict[str, Any]] = []
     for latent in range(dictionary.d_dict):
@@ -320,6 +328,18 @@ def common_tokens(corpus: Corpus) -> frozenset[str]:
     counts = Counter(token for doc in corpus.tokens for token in doc[1:])
     total = sum(counts.values()) or 1
     return frozenset(t for t, c in counts.items() if c / total >= COMMON)
+
+
+def _logit_lens(W_dec: Tensor, W_U: Tensor, n: int, chunk: int = 1024) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Top and bottom ``n`` of ``W_dec · W_U`` per latent, a chunk of latents at a time (a 16k-latent dictionary
+    over a 50k vocabulary would be 3 GB at once)."""
+    n = min(n, W_U.shape[1])
+    parts = []
+    for start in range(0, W_dec.shape[0], chunk):
+        lens = W_dec[start: start + chunk] @ W_U
+        parts.append((*lens.topk(n, dim=1), *(-lens).topk(n, dim=1)))
+    top_v, top_i, bot_v, bot_i = (torch.cat([p[j] for p in parts]) for j in range(4))
+    return top_v, top_i, bot_v, bot_i
 
 
 def _example(corpus: Corpus, doc: int, pos: int, window: Tensor, value: float, settings: DashboardSettings) -> dict:
