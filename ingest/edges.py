@@ -132,25 +132,41 @@ def _downstream(spliced: SplicedModel, site: Site, leaf: LeafRecord, grad: Tenso
                        error_x=g, error_input=error_input)
 
 
-def _upstream_contract(
-    spliced: SplicedModel, site: Site, grad_up: Tensor, clean: Record, patch: PatchState, kept: KeptNodes,
-    per_position: bool,
-) -> Tensor:
-    """Contract ``∂(left·d)/∂x_up`` ``[n, b, p, d_model]`` with ``Δ`` of the kept upstream nodes.
+class _Upstream:
+    """``Δ`` of the kept nodes of one upstream site, arranged so that contracting a batch of gradients
+    ``∂(left·d)/∂x_up`` ``[n, b, p, d_model]`` with it is one matrix product, built once per batch.
 
-    Returns ``[n, k + 1]`` (summed over examples and positions) or ``[n, p, k + 1]`` (per position).
+    Column ``j < k`` of ``M`` is ``Δf_j ⊗ W_dec[j]`` over (example, position, d_model) and the last column
+    ``Δe``: ``grad · M`` is ``Σ grad · W_dec[j] Δf_j`` for the features and ``Σ grad · Δe`` for the error node.
+    Where ``M`` would be large (many kept nodes of a large site) it is not built and two einsums do the same.
     """
-    dictionary = spliced.dictionary(site)
-    delta_f = (patch.f[site] - clean.f[site])[..., kept.features]  # [b, p, k]
-    delta_e = patch.e[site] - clean.e[site]  # [b, p, d]
-    W = dictionary.W_dec[kept.features]  # [k, d]
-    if per_position:
-        features = torch.einsum("nbpd,kd,bpk->npk", grad_up, W, delta_f)
-        error = torch.einsum("nbpd,bpd->np", grad_up, delta_e).unsqueeze(-1)
-    else:
-        features = torch.einsum("nbpd,kd,bpk->nk", grad_up, W, delta_f)
-        error = torch.einsum("nbpd,bpd->n", grad_up, delta_e).unsqueeze(-1)
-    return torch.cat([features, error], dim=-1)
+
+    def __init__(self, spliced: SplicedModel, site: Site, clean: Record, patch: PatchState, kept: KeptNodes,
+                 per_position: bool) -> None:
+        self.per_position = per_position
+        self.W = spliced.dictionary(site).W_dec[kept.features]  # [k, d]
+        self.delta_f = (patch.f[site] - clean.f[site])[..., kept.features]  # [b, p, k]
+        self.delta_e = patch.e[site] - clean.e[site]  # [b, p, d]
+        b, p, d = self.delta_e.shape
+        self.M: Tensor | None = None
+        if b * p * d * (len(kept.features) + 1) <= MAX_GRAD_ELEMENTS:
+            M = torch.cat([self.delta_f.unsqueeze(-2) * self.W.T, self.delta_e.unsqueeze(-1)], dim=-1)  # [b,p,d,k+1]
+            self.M = M.transpose(0, 1).reshape(p, b * d, -1) if per_position else M.reshape(b * p * d, -1)
+
+    def contract(self, grad_up: Tensor) -> Tensor:
+        """``[n, k + 1]`` (summed over examples and positions) or ``[n, p, k + 1]`` (per position)."""
+        n, b, p, d = grad_up.shape
+        if self.M is not None:
+            if self.per_position:
+                return (grad_up.permute(2, 0, 1, 3).reshape(p, n, b * d) @ self.M).transpose(0, 1)
+            return grad_up.reshape(n, b * p * d) @ self.M
+        if self.per_position:
+            features = torch.einsum("nbpd,kd,bpk->npk", grad_up, self.W, self.delta_f)
+            error = torch.einsum("nbpd,bpd->np", grad_up, self.delta_e).unsqueeze(-1)
+        else:
+            features = torch.einsum("nbpd,kd,bpk->nk", grad_up, self.W, self.delta_f)
+            error = torch.einsum("nbpd,bpd->n", grad_up, self.delta_e).unsqueeze(-1)
+        return torch.cat([features, error], dim=-1)
 
 
 def batch_edges(
@@ -176,6 +192,7 @@ def batch_edges(
     leaf = leaf if leaf is not None else spliced.leaf_forward(tokens)
     blocks: list[EdgeBlock] = []
     sites = spliced.sites
+    deltas: dict[Site, _Upstream] = {}
     for d_index, down in enumerate(sites):
         if down not in kept or kept[down].empty:
             if advance:
@@ -216,9 +233,9 @@ def batch_edges(
             for s, grad_up in zip(upstream, grads_up):
                 if grad_up is None:
                     continue  # not wired to this downstream site
-                results[s].append(
-                    _upstream_contract(spliced, s, grad_up, clean, patch, kept[s], per_position).detach()
-                )
+                if s not in deltas:
+                    deltas[s] = _Upstream(spliced, s, clean, patch, kept[s], per_position)
+                results[s].append(deltas[s].contract(grad_up).detach())
         for s in upstream:
             if not results[s]:
                 continue
