@@ -459,7 +459,7 @@ class ShiftExperiment:
             return ablation
         if self.settings.fill != "mean":
             raise ComputeError(f"unknown fill {self.settings.fill!r}; zero or mean")
-        refs = [FeatureRef(site, latent, f"{site.name}/{latent}") for site, latent in ablation.pairs()]
+        refs = [FeatureRef(site, latent, naming.feature_id(site.name, latent)) for site, latent in ablation.pairs()]
         if not refs:
             return ablation
         codes = pooled_codes(self.reader, self.dictionaries, self.sets["ambiguous_train"], refs)

@@ -31,6 +31,7 @@ from typing import Any
 
 import polars as pl
 
+from .. import naming
 from ..errors import QueryError, SfcError
 from ..sites import Site
 from ..store.statements import statement
@@ -240,8 +241,7 @@ def result_graph(frame: pl.DataFrame, table: list[dict[str, Any]]) -> dict[str, 
         if isinstance(path, list) and path and all(isinstance(p, str) for p in path):
             for a, b in zip(path, path[1:]):
                 for name in (a, b):
-                    nodes.setdefault(name, {"id": name, "label": name, "kind": "error" if name.endswith("/err") else
-                                            "output" if name.startswith("output") else "feature"})
+                    nodes.setdefault(name, {"id": name, "label": name, "kind": _path_node_kind(name)})
                 edges.append({"src": a, "dst": b, "weight": row.get("weight"), "label": None})
     edges = [e for e in edges if e["src"] in nodes and e["dst"] in nodes]
     if not nodes:
@@ -384,3 +384,12 @@ def serve(store_spec: str, *, port: int = 8765, log_level: str = "warning") -> N
 
     app = create_app(store_spec, port=port)
     uvicorn.run(app, host=HOST, port=port, log_level=log_level)
+
+
+def _path_node_kind(key: str) -> str:
+    """error, output or feature (any other kind is drawn as a feature) for a path entry (``node_id@position``)."""
+    try:
+        kind = naming.parse_node_id(naming.parse_node_key(key)[0]).kind
+    except SfcError:
+        return "feature"
+    return "error" if kind == naming.ERROR else "output" if kind in (naming.OUTPUT, naming.LOGIT) else "feature"
