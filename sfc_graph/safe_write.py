@@ -207,7 +207,7 @@ def clean_leftovers(folder: str | os.PathLike[str]) -> list[Path]:
     Only our own names (``.NAME.sfc-staging-PID-XXXXXXXX``), only when that process is gone and the
     directory is older than this process: a write still running elsewhere is never touched.
     """
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
