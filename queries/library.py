@@ -11,8 +11,6 @@ from functools import lru_cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
 from ..cypher_files import split_header, split_statements
 from ..errors import QueryError
 from .params import COLUMN_TYPES, PARAM_TYPES
