@@ -36,7 +36,7 @@ from sfc_graph.bundle import EDGE_COLUMNS, NODE_COLUMNS, Bundle, check_bundle_de
 from sfc_graph.errors import ComputeError
 from sfc_graph.sites import Site
 
-from .attribution import ABLATIONS, METHODS, batch_effects, patch_state
+from .attribution import ABLATIONS, METHODS, PatchState, batch_effects, patch_state
 from .dictionaries import DictionarySet, load_dictionary_set
 from .edges import KeptNodes, batch_edges, output_parents
 from .evaluation import (
@@ -53,6 +53,9 @@ from .tasks import Task, load_task, tokenize_task
 log = logging.getLogger(__name__)
 
 AGGREGATIONS = ("sum", "none")
+# Counterfactual patch codes kept from the node step for the edge step (saves a forward pass per batch) while
+# they fit in this many elements (256 MiB of float32); beyond it the edge step recomputes them.
+PATCH_CACHE_ELEMENTS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -227,12 +230,12 @@ def compute_circuit(
         means = dataset_means(spliced, batches, advance=advance)
 
     with progress.step(f"node effects ({settings.method})", len(batches) * len(sites)) as advance:
-        aggregated, grads_per_batch, metric_clean, metric_patch = _node_effects(
+        aggregated, grads_per_batch, metric_clean, metric_patch, patches = _node_effects(
             spliced, batches, metric, settings, means, n_examples, advance
         )
     kept = _kept_nodes(aggregated, settings.node_threshold, per_position)
     with progress.step("edges", len(batches) * len(sites)) as advance:
-        edge_sums = _edge_sums(spliced, batches, grads_per_batch, kept, settings, means, advance)
+        edge_sums = _edge_sums(spliced, batches, grads_per_batch, kept, settings, means, advance, patches)
         parents = output_parents(spliced, batches[0].clean[:1])  # wiring, the same for any example
 
     evaluation: list[dict[str, Any]] = []
@@ -261,21 +264,26 @@ def compute_circuit(
 def _node_effects(spliced, batches, metric, settings: CircuitSettings, means, n_examples: int, advance):
     """Node effects of every batch, summed over examples (and over positions for ``sum``), then averaged.
 
-    Returns the aggregated effects, each batch's metric gradients (the edges' left vectors), and the mean
-    clean and patch metrics (the latter None without counterfactuals).
+    Returns the aggregated effects, each batch's metric gradients (the edges' left vectors), the mean
+    clean and patch metrics (the latter None without counterfactuals), and each batch's counterfactual patch
+    state where the whole task's fit in :data:`PATCH_CACHE_ELEMENTS` (else None: the edges recompute it).
     """
     per_position = settings.aggregation == "none"
     dims = (0,) if per_position else (0, 1)
     feature_sum: dict[Site, Tensor] = {}
     error_sum: dict[Site, Tensor] = {}
     grads_per_batch: list[dict[Site, Tensor]] = []
+    patches: list[PatchState | None] = []
+    cached = 0
     metric_clean, metric_patch = 0.0, None
     for batch in batches:
-        effects, _, _ = batch_effects(
+        effects, _, patch = batch_effects(
             spliced, batch, metric, method=settings.method, ig_steps=settings.ig_steps,
             ablation=settings.ablation, means=means.for_batch(batch), max_rows=settings.max_rows, advance=advance,
         )
         grads_per_batch.append(effects.grads)
+        cached += sum(patch.f[s].numel() + patch.x[s].numel() for s in spliced.sites)
+        patches.append(patch if batch.patch is not None and cached <= PATCH_CACHE_ELEMENTS else None)
         metric_clean += float(effects.metric_clean.sum())
         if effects.metric_patch is not None:
             metric_patch = (metric_patch or 0.0) + float(effects.metric_patch.sum())
@@ -289,16 +297,18 @@ def _node_effects(spliced, batches, metric, settings: CircuitSettings, means, n_
     )
     return aggregated, grads_per_batch, metric_clean / n_examples, (
         None if metric_patch is None else metric_patch / n_examples
-    )
+    ), patches
 
 
-def _edge_sums(spliced, batches, grads_per_batch, kept, settings: CircuitSettings, means, advance):
+def _edge_sums(spliced, batches, grads_per_batch, kept, settings: CircuitSettings, means, advance, patches=None):
     """Edge weights between kept nodes, per pair of wired sites, summed over every example."""
     edge_sums: dict[tuple[Site, Site], Tensor] = {}
-    for batch, grads in zip(batches, grads_per_batch):
+    for index, (batch, grads) in enumerate(zip(batches, grads_per_batch)):
         leaf = spliced.leaf_forward(batch.clean)
         clean = spliced.codes_of(leaf)  # the clean codes from the leaf pass, not from another forward pass
-        patch, _ = patch_state(spliced, batch, clean, ablation=settings.ablation, means=means.for_batch(batch))
+        patch = patches[index] if patches and patches[index] is not None else patch_state(
+            spliced, batch, clean, ablation=settings.ablation, means=means.for_batch(batch)
+        )[0]
         for block in batch_edges(
             spliced, batch.clean, grads, clean, patch, kept, per_position=settings.aggregation == "none",
             chunk=settings.edge_chunk, advance=advance, leaf=leaf,
