@@ -22,7 +22,7 @@ head's source position), or the logit difference at the last position.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -319,7 +319,3 @@ def greedy_paths(tm: TranscoderModel, trace: Trace, root: Target, settings: Path
             break
         found.append(current)
     return found
-
-
-def replace_target(step: Step) -> Step:
-    return replace(step, target=None)

@@ -114,6 +114,7 @@ def compute_transcoder_circuit(handle: ModelHandle, dictionaries: DictionarySet,
     trace = run_trace(tm, tokens)
     root = root_target(tm, trace, settings.root, answer, wrong)
     paths = greedy_paths(tm, trace, root, settings.paths())
+    log.info("path search on %r from %s: %d levels of paths", one.examples[0].clean, settings.root, len(paths))
     nodes, edges = paths_to_tables(tm, trace, paths)
     terms = decompose(tm, trace, root)
     by_kind: dict[str, float] = {}

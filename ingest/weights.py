@@ -149,6 +149,7 @@ def feature_edges(tm: TranscoderModel, settings: WeightSettings, progress: Progr
                         progress(done, units)
         for kind, top in tops.items():
             frames.append(_topk_frame(top, dst, kind))
+        log.info("weight graph: inputs of %d features of layer %d", n, dst)
         frames += above
     if not frames:
         return pl.DataFrame(schema=FEATURE_EDGE_SCHEMA)

@@ -11,7 +11,7 @@ import torch
 from sfc_graph.ingest.dictionaries import load_dictionary_set
 from sfc_graph.ingest.model import load_model
 from sfc_graph.ingest.transcoder_model import TranscoderModel
-from sfc_graph.ingest.weights import WeightSettings, build_weight_graph, feature_edges, token_edges
+from sfc_graph.ingest.weights import WeightSettings, build_weight_graph, feature_edges
 from sfc_graph.ingest.weights_store import (
     load_weight_graph,
     read_weight_graph,
