@@ -51,7 +51,7 @@ def main() -> None:
     from sfc_graph.errors import SfcError
     from sfc_graph.naming import head_id
     from sfc_graph.ingest.heads.compute import HeadSettings, head_scores
-    from sfc_graph.ingest.heads.evaluation import ground_truth, roc_auc
+    from sfc_graph.ingest.heads.evaluation import GroundTruthSettings, ground_truth, roc_auc
     from sfc_graph.ingest.model import load_model
     from sfc_graph.ingest.tasks import load_task
 
@@ -68,7 +68,8 @@ def main() -> None:
             continue
         truths = {}
         for patch, label in (("counterfactual", "cf"), ("mean", "mean")):
-            truth = ground_truth(handle, task, patch=patch, n_examples=args.gt_examples, threshold=args.threshold)
+            truth = ground_truth(handle, task, GroundTruthSettings(patch=patch, n_examples=args.gt_examples,
+                                                                   threshold=args.threshold))
             truths[label] = truth.in_circuit
             n_heads = int(handle.model.cfg.n_heads)
             members = [head_id(int(i) // n_heads, int(i) % n_heads) for i in np.flatnonzero(truth.in_circuit)]

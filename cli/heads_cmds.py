@@ -121,7 +121,7 @@ def auc(model_spec, task_spec, patch, n_examples, threshold, device, threads, bu
 
     from sfc_graph.bundle import read_bundle
     from sfc_graph.errors import BundleError
-    from sfc_graph.ingest.heads.evaluation import ground_truth, roc_auc
+    from sfc_graph.ingest.heads.evaluation import GroundTruthSettings, ground_truth, roc_auc
     from sfc_graph.ingest.model import load_model
     from sfc_graph.ingest.tasks import load_task
     from sfc_graph.threads import set_threads
@@ -134,7 +134,7 @@ def auc(model_spec, task_spec, patch, n_examples, threshold, device, threads, bu
         if bundle.task != task.name or bundle.model != handle.model_id:
             raise BundleError(f"{bundle.path}: a circuit of task {bundle.task!r} on {bundle.model!r}, but the ground "
                               f"truth is for task {task.name!r} on {handle.model_id!r}")
-    truth = ground_truth(handle, task, patch=patch, n_examples=n_examples, threshold=threshold)
+    truth = ground_truth(handle, task, GroundTruthSettings(patch=patch, n_examples=n_examples, threshold=threshold))
     n_heads = truth.effects.size
     click.echo(f"ground truth: {int(truth.in_circuit.sum())} of {n_heads} heads with |effect| >= "
                f"{threshold:g} × {truth.whole_effect:.3f} ({patch} patch, {n_examples} examples)")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sfc_graph.ingest.heads import codes as cs
 from sfc_graph.ingest.heads.compute import HeadSettings, head_scores, head_tables
-from sfc_graph.ingest.heads.evaluation import ground_truth, roc_auc
+from sfc_graph.ingest.heads.evaluation import GroundTruthSettings, ground_truth, roc_auc
 from sfc_graph.ingest.heads.patching import (
     attributed_head_effects,
     exact_head_effects,
@@ -285,6 +285,6 @@ def test_every_method_ranks_the_planted_head_first(method, patch, seed):
 
 def test_the_ground_truth_of_the_planted_model_is_the_planted_head():
     handle = planted_copy_model()
-    truth = ground_truth(handle, planted_task(), n_examples=24)
+    truth = ground_truth(handle, planted_task(), GroundTruthSettings(n_examples=24))
     assert truth.in_circuit.tolist() == [False, False, True, False]
     assert roc_auc(truth.in_circuit, np.abs(truth.effects)) == 1.0

@@ -18,7 +18,7 @@ from sfc_graph.errors import ComputeError
 from ..metrics import logit_diff
 from ..model import ModelHandle
 from ..tasks import Task, tokenize_task
-from .patching import exact_head_effects, position_means
+from .patching import PATCHES, exact_head_effects, position_means
 
 DEFAULT_THRESHOLD = 0.1
 
@@ -62,12 +62,27 @@ class GroundTruth:
         return np.abs(self.effects) >= self.threshold * self.whole_effect
 
 
-def ground_truth(
-    handle: ModelHandle, task: Task, *, patch: str = "counterfactual", n_examples: int = 100,
-    threshold: float = DEFAULT_THRESHOLD, batch_size: int = 64,
-) -> GroundTruth:
+@dataclass(frozen=True)
+class GroundTruthSettings:
+    """How the ground truth is measured: the patch, the examples (the first ``n_examples`` of the task) and the
+    threshold as a fraction of the whole effect. ``batch_size`` is execution only."""
+
+    patch: str = "counterfactual"
+    n_examples: int = 100
+    threshold: float = DEFAULT_THRESHOLD
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.patch not in PATCHES:
+            raise ComputeError(f"patch must be one of {', '.join(PATCHES)}, not {self.patch!r}")
+        if self.n_examples < 1 or self.batch_size < 1 or self.threshold < 0:
+            raise ComputeError("n_examples and batch_size must be at least 1 and threshold >= 0")
+
+
+def ground_truth(handle: ModelHandle, task: Task, settings: GroundTruthSettings = GroundTruthSettings()) -> GroundTruth:
     """Exact per-head patching on the first ``n_examples`` examples (see the module docstring)."""
-    task = task.head(n_examples)
+    patch, threshold, batch_size = settings.patch, settings.threshold, settings.batch_size
+    task = task.head(settings.n_examples)
     if not task.has_counterfactuals:
         raise ComputeError(f"task {task.name}: the ground truth uses the logit difference, which needs patch prompts")
     batches = tokenize_task(task, handle).batches(batch_size, handle.device)
