@@ -211,8 +211,10 @@ def batch_edges(
         node_of_row = torch.arange(n_rows, device=down_nodes.x.device) % n_nodes
         position_of_row = torch.arange(n_rows, device=down_nodes.x.device) // n_nodes if per_position else None
         computed = torch.arange(n_rows, device=down_nodes.x.device)
-        if not _error_kept(kept[down]):
-            computed = computed[node_of_row != n_nodes - 1]
+        if not _error_kept(kept[down]):  # every row but each position's last (arithmetic: no device sync)
+            per_block = n_nodes - 1
+            computed = torch.arange(n_rows // n_nodes * per_block, device=down_nodes.x.device)
+            computed = computed // per_block * n_nodes + computed % per_block if per_block else computed
         # bound the batched gradients ([rows, b, p, d_model] per upstream site) to ~2^25 elements
         step = max(1, min(chunk, MAX_GRAD_ELEMENTS // (b * p * spliced.handle.d_model)))
         outputs = [down_nodes.input] if down_nodes.input is down_nodes.x else [down_nodes.input, down_nodes.x]
