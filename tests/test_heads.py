@@ -288,3 +288,11 @@ def test_the_ground_truth_of_the_planted_model_is_the_planted_head():
     truth = ground_truth(handle, planted_task(), GroundTruthSettings(n_examples=24))
     assert truth.in_circuit.tolist() == [False, False, True, False]
     assert roc_auc(truth.in_circuit, np.abs(truth.effects)) == 1.0
+
+
+def test_discrete_sae_scores_are_determined_by_the_seed():
+    handle = planted_copy_model()
+    run = lambda seed: head_scores(handle, planted_task(), HeadSettings(seed=seed, n_examples=24, epochs=50))  # noqa: E731
+    first, again, other = run(5), run(5), run(6)
+    assert np.array_equal(first.scores, again.scores) and np.array_equal(first.edges, again.edges)
+    assert first.info["sae_final_loss"] == again.info["sae_final_loss"] != other.info["sae_final_loss"]

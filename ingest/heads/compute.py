@@ -332,7 +332,6 @@ def compute_head_bundle(
     out = check_bundle_destination(out, overwrite=overwrite)
     handle = model if isinstance(model, ModelHandle) else load_model(model, device=device)
     task_obj = task if isinstance(task, Task) else load_task(task)
-    torch.manual_seed(settings.seed)
     result = head_scores(handle, task_obj, settings)
     nodes, edges = head_tables(result, settings)
     manifest = head_manifest(handle, task_obj, settings, result)
