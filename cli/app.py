@@ -68,6 +68,41 @@ class SfcGroup(click.Group):
             return getattr(module, attribute)
         return super().get_command(ctx, cmd_name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``sfc --help``, read from the commands' docstrings without importing their
+        modules (some import torch at import time; listing commands should take milliseconds)."""
+        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
+        rows = []
+        for name in self.list_commands(ctx):
+            text = self._docstring(name)
+            if text is None:
+                command = self.get_command(ctx, name)
+                if command is None or command.hidden:
+                    continue
+                rows.append((name, command.get_short_help_str(limit)))
+            else:
+                rows.append((name, click.utils.make_default_short_help(text, limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def _docstring(self, cmd_name: str) -> str | None:
+        """The docstring of a lazy command's function, parsed from its source (None: import it instead)."""
+        if cmd_name not in self.lazy_commands:
+            return None
+        import ast
+        from pathlib import Path
+
+        module_name, attribute = self.lazy_commands[cmd_name].split(":")
+        try:
+            tree = ast.parse(Path(__file__).with_name(f"{module_name}.py").read_text(encoding="utf-8"))
+        except (OSError, SyntaxError):
+            return None
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == attribute:
+                return ast.get_docstring(node)
+        return None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)

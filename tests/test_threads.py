@@ -97,3 +97,19 @@ def test_machine_load_sees_a_busy_process():
     finally:
         rival.kill()
         rival.wait()
+
+
+def test_help_lists_commands_without_importing_torch():
+    """``sfc --help`` reads the commands' docstrings from source: no torch, no polars (start-up, issue 17),
+    and the listing is the one Click would print by importing every command."""
+    code = (
+        "import sys, click\n"
+        "from sfc_graph.cli.app import main\n"
+        "ctx = click.Context(main, info_name='sfc')\n"
+        "lazy = ctx.make_formatter(); main.format_commands(ctx, lazy)\n"
+        "heavy = 'torch' in sys.modules or 'polars' in sys.modules\n"
+        "full = ctx.make_formatter(); click.Group.format_commands(main, ctx, full)\n"
+        "print(heavy, lazy.getvalue() == full.getvalue(), 'ingest' in lazy.getvalue())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True"]
