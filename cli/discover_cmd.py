@@ -21,7 +21,10 @@ from sfc_graph.cli.progress import progress_for
 @click.option("--n-clusters", type=click.IntRange(min=2), default=8, show_default=True, help="Behaviours to find.")
 @click.option("--features", type=click.Choice(["act", "grad", "both"]), default="grad", show_default=True,
               help="Cluster the last residual stream (act), the next-token loss gradient there (grad), or both.")
-@click.option("--algorithm", type=click.Choice(["spectral", "kmeans"]), default="spectral", show_default=True)
+@click.option("--algorithm", type=click.Choice(["kmeans", "spectral"]), default="kmeans", show_default=True,
+              help="k-means, or spectral clustering on the cosine affinity (as Michaud et al.'s quanta).")
+@click.option("--exclude-label", "exclude_labels", multiple=True, metavar="LABEL",
+              help="Labelled corpora: leave out contexts with this planted label (e.g. none, the filler text).")
 @click.option("--n-contexts", type=click.IntRange(min=2), default=1024, show_default=True,
               help="Contexts (prefix, next token) sampled from the corpus.")
 @click.option("--pca-dims", type=click.IntRange(min=1), default=32, show_default=True)
@@ -47,8 +50,8 @@ from sfc_graph.cli.progress import progress_for
               help="CPU threads for torch in this process (default: the free cores this process may use).")
 @store_option
 @quiet_option
-def discover(model_spec, dict_specs, corpus, n_clusters, features, algorithm, n_contexts, pca_dims, min_cluster_size,
-             examples_per_circuit, seed, method, node_threshold, edge_threshold, out, no_load, executor, workers,
+def discover(model_spec, dict_specs, corpus, n_clusters, features, algorithm, exclude_labels, n_contexts, pca_dims,
+             min_cluster_size, examples_per_circuit, seed, method, node_threshold, edge_threshold, out, no_load, executor, workers,
              ray_address, device, threads, store, quiet) -> None:
     """Discover behaviours without labels: cluster the corpus's contexts (Michaud et al.'s quanta), compute a
     sparse feature circuit per cluster (metric -log p(next token), zero ablation, as Marks et al.), load each
@@ -70,6 +73,7 @@ def discover(model_spec, dict_specs, corpus, n_clusters, features, algorithm, n_
     settings = DiscoverySettings(
         n_clusters=n_clusters, features=features, algorithm=algorithm, n_contexts=n_contexts, pca_dims=pca_dims,
         seed=seed, min_cluster_size=min_cluster_size, examples_per_circuit=examples_per_circuit,
+        exclude_labels=exclude_labels,
     )
     circuit = CircuitSettings(method=method, node_threshold=node_threshold, edge_threshold=edge_threshold)
     handle = load_model(model_spec, device=device)

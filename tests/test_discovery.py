@@ -79,6 +79,24 @@ def test_agreement_matches_sklearn_and_a_hand_count():
         majority += max((members.count(x) for x in "abc"), default=0)
     assert got["purity"] == pytest.approx(majority / 60)
     assert agreement(assignments, [None] * 60) == {}
+    assert "ari_planted" not in got  # no background label: nothing to leave out
+
+
+def test_agreement_on_planted_contexts_leaves_the_background_out():
+    rng = random.Random(1)
+    labels = [rng.choice(["none"] * 8 + ["copy", "ioi"]) for _ in range(200)]
+    assignments = np.array([rng.randrange(5) for _ in range(200)])
+    got = agreement(assignments, labels)
+    planted = [i for i, label in enumerate(labels) if label != "none"]
+    assert got["ari_planted"] == pytest.approx(adjusted_rand_score([labels[i] for i in planted], assignments[planted]))
+    assert got["ari"] == pytest.approx(adjusted_rand_score(labels, assignments))
+
+
+def test_excluded_labels_leave_their_contexts_out(tmp_path, zoo_handle):
+    docs = read_corpus(str(_labelled_corpus(tmp_path / "c.jsonl", zoo_handle, n_per_task=2)), zoo_handle)
+    kept = sample_contexts(docs, DiscoverySettings(n_clusters=2, n_contexts=10_000, exclude_labels=("none",)))
+    assert kept and all(c.label != "none" for c in kept)
+    assert len(kept) == sum(label != "none" for d in docs for label in d["labels"][2:])
 
 
 @pytest.mark.parametrize("algorithm", ["spectral", "kmeans"])
@@ -147,7 +165,7 @@ def test_discovery_loads_behaviours_and_their_circuits(tmp_path, zoo_handle):
         assert bundle.manifest["metric"] == "neg_log_prob" and bundle.manifest["ablation"] == "zero"
         assert bundle.task == b.name and bundle.manifest["n_examples"] == min(b.size, 6)
     assert set(circuits["task"].to_list()) == {b.name for b in behaviours}
-    assert set(run.discovery.agreement) == {"ari", "purity"}  # a labelled corpus
+    assert set(run.discovery.agreement) == {"ari", "purity", "ari_planted", "purity_planted"}  # labelled, with filler
     # re-running records nothing twice and recomputes nothing
     with open_store(str(tmp_path / "store")) as store:
         again = run_discovery(zoo_handle, model_spec="toy-zoo", dict_specs=["toy-zoo"], corpus=str(corpus),

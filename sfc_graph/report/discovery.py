@@ -100,6 +100,9 @@ def summary_lines(run: DiscoveryRun) -> list[str]:
     if found.agreement:
         lines.append(f"agreement with the planted behaviours: adjusted Rand index {found.agreement['ari']:.3f}, "
                      f"purity {found.agreement['purity']:.3f}")
+    if "ari_planted" in found.agreement:
+        lines.append(f"on the contexts a planted mechanism decides (not filler): adjusted Rand index "
+                     f"{found.agreement['ari_planted']:.3f}, purity {found.agreement['purity_planted']:.3f}")
     if "within" in run.overlap and "across" in run.overlap:
         lines.append(f"circuit overlap (node Jaccard): {run.overlap['within']:.3f} between behaviours with the same "
                      f"planted label, {run.overlap['across']:.3f} between different ones")
