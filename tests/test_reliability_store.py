@@ -84,7 +84,8 @@ def test_a_store_that_lost_its_data_is_refused_by_reads_and_loads(loaded, damage
     (json.dumps({"format": 1, "engine": "neo4j"}), "not an embedded LadybugDB"),
     (json.dumps([1]), "not a JSON object"),
     (json.dumps({"format": "1", "engine": "ladybug"}), "no integer 'format'"),
-], ids=["not-json", "format-99", "other-engine", "not-object", "format-string"])
+    (json.dumps({"format": 1, "engine": "ladybug"}), "an older layout: move it aside and `sfc load` its bundles"),
+], ids=["not-json", "format-99", "other-engine", "not-object", "format-string", "format-1"])
 def test_the_marker_is_checked_strictly(loaded, marker, message):
     store, _, second = loaded
     (store / "sfc-store.json").write_text(marker)

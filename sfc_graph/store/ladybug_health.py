@@ -22,7 +22,9 @@ from ..safe_write import strict_loads
 
 DB_FILE = "graph.lbdb"
 MARKER_FILE = "sfc-store.json"
-STORE_FORMAT = 1
+# 2: the schema of this release (EDGE without a circuit property, CircuitNode.activation, Head/Token/Behaviour and
+# the record labels); a format-1 store cannot be read by it and is rebuilt from its bundles.
+STORE_FORMAT = 2
 ENGINE = "ladybug"
 MARKER = {"format": STORE_FORMAT, "engine": ENGINE, "schema": "sfc-graph/1"}
 LOW_SPACE_BYTES = 16 << 20  # an engine I/O failure with less free space than this is a full disk
@@ -62,7 +64,8 @@ def read_marker(path: Path) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int):
         raise StoreError(f"{marker} has no integer 'format'; it should read {json.dumps(MARKER)}")
     if version != STORE_FORMAT:
-        newer = " (written by a newer sfc-graph: upgrade it)" if version > STORE_FORMAT else ""
+        newer = (" (written by a newer sfc-graph: upgrade it)" if version > STORE_FORMAT else
+                 " (an older layout: move it aside and `sfc load` its bundles into a new store)")
         raise StoreError(f"the store at {path} has format {version}; this sfc-graph reads format {STORE_FORMAT}{newer}")
     return data
 
