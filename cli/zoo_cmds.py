@@ -33,7 +33,7 @@ dir_option = click.option(
 
 def _card_tables(card: dict, console) -> None:
     from rich.table import Table
-    from sfc_graph.zoo.card import BARS, LOGIT_DIFF_TASKS
+    from sfc_graph.zoo.card import BARS, LOGIT_DIFF_TASKS, loss_recovered_ok
 
     arch = card["architecture"]
     console.print(f"[bold]{card['name']}[/bold]: {arch['kind']}; {arch['n_layers']} layers, d_model "
@@ -66,7 +66,8 @@ def _card_tables(card: dict, console) -> None:
     console.print(tasks)
     dicts = Table(title=(f"dictionaries (held-out text; bars: FVE ≥ {BARS['fve']}, L0 in [{BARS['l0_min']:g}, "
                          f"{BARS['l0_max']:g}], dead ≤ {BARS['dead_fraction']}, loss recovered ≥ "
-                         f"{BARS['loss_recovered']})"))
+                         f"{BARS['loss_recovered']}, or a splice cost ≤ {BARS.get('max_splice_cost')} nats where "
+                         f"ablation costs < {BARS.get('loss_recovered_min_ablation_cost')})"))
     dicts.add_column("dictionary", no_wrap=True)
     for col in ("kind", "d_sae", "FVE", "L0", "dead", "loss recovered"):
         dicts.add_column(col, justify="left" if col == "kind" else "right")
@@ -76,7 +77,7 @@ def _card_tables(card: dict, console) -> None:
             _mark(f"{d['fve']:.3f}", d["fve"] >= BARS["fve"]),
             _mark(f"{d['l0']:.1f}", BARS["l0_min"] <= d["l0"] <= BARS["l0_max"]),
             _mark(f"{d['dead_fraction']:.3f}", d["dead_fraction"] <= BARS["dead_fraction"]),
-            _mark(f"{d['loss_recovered']:.3f}", d["loss_recovered"] >= BARS["loss_recovered"]),
+            _mark(f"{d['loss_recovered']:.3f}", loss_recovered_ok(d)),
         )
     console.print(dicts)
 

@@ -12,14 +12,25 @@ import random
 import re
 
 import pytest
-from sfc_graph.zoo.grammar import TASKS, Grammar, vocabulary
+from sfc_graph.zoo.grammar import (
+    BEHAVIOURS,
+    CLAUSE_VERBS,
+    MAIN_VERBS,
+    NAMES,
+    PROFESSIONS,
+    TASKS,
+    Grammar,
+    unit_text,
+    vocabulary,
+)
 
 from sfc_graph import zoo
 from sfc_graph.errors import ZooError
 
 torch = pytest.importorskip("torch")
 
-N_LAYERS = 3  # the shipped model's depth
+N_LAYERS = 4  # the shipped model's depth
+LOGIT_DIFF_TASKS = ("agreement_simple", "agreement_nounpp", "agreement_rc", "agreement_within_rc", "ioi")
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +89,11 @@ def test_every_task_has_enough_pairs(task_pairs):
         test, train = task_pairs[(task, "test")], task_pairs[(task, "train")]
         assert len(test) >= 200, task
         assert len(train) >= 100, task
-        keys = {"clean", "patch", "clean_answer", "patch_answer"}
+        keys = {"clean", "patch", "clean_answer", "patch_answer", "template"}
         assert all(set(p) == keys for p in test + train), task
         assert len({json.dumps(p, sort_keys=True) for p in test}) == len(test), f"{task}: duplicate pairs"
-        assert not {p["clean"] for p in test} & {p["clean"] for p in train}, f"{task}: test prompt in train"
+        prompt = (lambda p: (p["clean"], p["clean_answer"])) if task == "agreement_simple" else (lambda p: p["clean"])
+        assert not {prompt(p) for p in test} & {prompt(p) for p in train}, f"{task}: test prompt in train"
 
 
 def test_task_pairs_tokenize_in_vocabulary_and_align(tokenizer, task_pairs):
@@ -99,6 +111,30 @@ def test_task_pairs_tokenize_in_vocabulary_and_align(tokenizer, task_pairs):
             assert p["clean_answer"] != p["patch_answer"]
 
 
+def test_pairs_of_one_template_align_slot_by_slot(tokenizer, task_pairs):
+    """Within a template every prompt has the same length and the same function words at the same positions
+    (the slots line up, so per-position means are meaningful)."""
+    function_words = {"the", "that", "to", ",", ".", "again", "and", "year", "from", "a", "went", "when", "is"}
+    for task in TASKS:
+        by_template: dict[str, list[list[str]]] = {}
+        for p in task_pairs[(task, "test")] + task_pairs[(task, "train")]:
+            by_template.setdefault(p["template"], []).append(tokenizer.tokenize(p["clean"]))
+        assert len(by_template) >= (1 if task == "greater_than" else 2), task
+        for template, prompts in by_template.items():
+            assert len({len(t) for t in prompts}) == 1, (task, template)
+            for i, word in enumerate(prompts[0]):
+                if word in function_words:
+                    assert all(t[i] == word for t in prompts), (task, template, i)
+
+
+def test_copy_pairs_repeat_the_context(task_pairs):
+    for p in task_pairs[("copy", "test")]:
+        head, repeat = p["clean"].split(" , again ")
+        items = head.split()[-len(repeat.split()) - 1:]
+        assert items[:-1] == repeat.split() and items[-1] == p["clean_answer"]
+        assert p["patch"].split(" , again ")[0].split()[-1] == p["patch_answer"] != p["clean_answer"]
+
+
 def test_greater_than_answers_straddle_the_start_year(task_pairs):
     for p in task_pairs[("greater_than", "test")]:
         start = int(p["clean"].split()[-5][2:])
@@ -114,14 +150,88 @@ def test_ioi_answer_is_the_name_mentioned_once(task_pairs):
 
 
 def test_training_corpus_never_starts_with_a_held_out_prompt(task_pairs):
-    held_out = {p[side] for task in TASKS for p in task_pairs[(task, "test")] for side in ("clean", "patch")
+    """No training unit starts with a held-out prompt (followed by its answer, for agreement_simple: a
+    held-out simple key is a subject with one verb, and the subject meets other verbs in training)."""
+    held_out = {p[side] for task in TASKS if task != "agreement_simple" for p in task_pairs[(task, "test")]
+                for side in ("clean", "patch")
                 if task != "greater_than" or side == "clean"}  # the year-01 prompt is shared by many pairs
+    held_out |= {f"{p[side]} {v}" for p in task_pairs[("agreement_simple", "test")] for side in ("clean", "patch")
+                 for v in (p["clean_answer"], p["patch_answer"])}
     rng = random.Random(0)
-    grammar = Grammar()
+    grammar = Grammar(noise=0.06)
     for _ in range(20_000):
-        words = grammar.sentence(rng).split()
+        words = unit_text(grammar.unit(rng)).split()
         prefixes = {" ".join(words[:k]) for k in range(1, len(words))}
         assert not prefixes & held_out
+
+
+# --- bios and the labelled stream ---------------------------------------------------------------------
+
+def _counts(rows, *fields):
+    from collections import Counter
+
+    return Counter(tuple(r[f] for f in fields) for r in rows)
+
+
+def test_bios_files_follow_the_contract():
+    for name in zoo.BIOS:
+        rows = zoo.load_bios(name)
+        assert rows and all(set(r) == {"text", "profession", "gender", "split"} for r in rows)
+        assert {r["split"] for r in rows} == {"train", "test"}
+        for r in rows:
+            words = r["text"].split()
+            pronouns = {"she", "her"} if r["gender"] == "female" else {"he", "his"}
+            other = {"he", "his"} if r["gender"] == "female" else {"she", "her"}
+            assert pronouns & set(words) and not other & set(words), r
+            assert r["profession"] not in words  # cued by workplace and activities, never named
+    ambiguous = _counts(zoo.load_bios("ambiguous"), "profession", "gender")
+    assert set(ambiguous) == {("professor", "male"), ("nurse", "female")}
+    balanced = _counts(zoo.load_bios("balanced"), "profession", "gender")
+    assert set(balanced) == {(p, g) for p in ("professor", "nurse") for g in ("female", "male")}
+    assert max(balanced.values()) - min(balanced.values()) <= 1
+    five = _counts(zoo.load_bios("professions"), "profession", "gender")
+    assert {p for p, _ in five} == set(PROFESSIONS) and len(five) == 10
+    with pytest.raises(ZooError, match="no bios"):
+        zoo.load_bios("sports")
+
+
+def test_stream_labels_name_the_deciding_mechanism(tokenizer):
+    docs = zoo.load_stream()
+    assert len(docs) >= 500
+    seen = set()
+    for d in docs:
+        tokens, labels = d["tokens"], d["labels"]
+        assert len(tokens) == len(labels) and set(labels) <= set(BEHAVIOURS)
+        ids = tokenizer(" ".join(tokens))["input_ids"]
+        assert tokenizer.convert_ids_to_tokens(ids)[1:] == tokens  # tokenizer words, <bos> prepended
+        for i, (token, label) in enumerate(zip(tokens, labels)):
+            seen.add(label)
+            if label == "ioi":  # the name mentioned once in its sentence, after "to"
+                assert tokens[i - 1] == "to" and token in NAMES and tokens[:i].count(token) >= 1
+            elif label == "copy":  # repeats a token of the pattern given earlier
+                assert token in tokens[:i] and "again" in tokens[:i]
+            elif label == "greater_than":  # the end year's two digits, after its century
+                assert token.isdigit() and tokens[i - 2] == "year"
+            elif label == "agreement":
+                assert any(token in pair for pair in MAIN_VERBS + CLAUSE_VERBS)
+    assert seen == set(BEHAVIOURS)
+
+
+def test_model_reads_bios(model):
+    """The bios are in the training mixture: the model predicts their words far better than the same words
+    shuffled (an independent baseline: same tokens, no syntax)."""
+    texts = [r["text"] for r in zoo.load_bios("professions")[:100]]
+    rng = random.Random(0)
+    shuffled = [" ".join(rng.sample(t.split(), len(t.split()))) for t in texts]
+
+    def ce(batch):
+        tokens = model.to_tokens(batch, padding_side="right")
+        mask = tokens != model.tokenizer.pad_token_id
+        with torch.no_grad():
+            logits = model(tokens)
+        return _ce(logits, tokens, mask)
+
+    assert ce(texts) < 0.6 * ce(shuffled)
 
 
 # --- API -------------------------------------------------------------------------------------------------
@@ -179,7 +289,10 @@ def test_model_meets_accuracy_bar_on_sample(model, task_pairs, task):
     pairs = random.Random(task).sample(task_pairs[(task, "test")], 60)
     diffs = [_logit_diff(model, p) for p in pairs]
     accuracy = sum(d > 0 for d in diffs) / len(diffs)
-    assert accuracy >= 0.95, f"{task}: {accuracy:.3f}"
+    assert accuracy >= 0.90, f"{task}: {accuracy:.3f}"
+    if task in LOGIT_DIFF_TASKS:  # learned but not saturated
+        mean = sum(diffs) / len(diffs)
+        assert 1.5 <= mean <= 5.0, f"{task}: mean logit diff {mean:.2f}"
 
 
 def test_model_is_not_trivially_biased(model, task_pairs):
@@ -201,7 +314,7 @@ def test_model_is_not_trivially_biased(model, task_pairs):
 def held_out_batch(model):
     rng = random.Random("test-zoo-dictionaries")  # not any stream the build uses
     grammar = Grammar()
-    tokens = model.to_tokens([grammar.sentence(rng) for _ in range(1500)], padding_side="right")
+    tokens = model.to_tokens([grammar.sentence(rng) for _ in range(800)], padding_side="right")
     return tokens, tokens != model.tokenizer.pad_token_id
 
 
@@ -240,7 +353,11 @@ def _dictionary_figures(model, held_out_batch, directory):
         spliced = model.run_with_hooks(tokens, fwd_hooks=[(hook_out, lambda act, hook: y_hat)])
         zeroed = model.run_with_hooks(tokens, fwd_hooks=[(hook_out, lambda act, hook: torch.zeros_like(act))])
     ce_clean, ce_dict, ce_zero = (_ce(lg, tokens, mask) for lg in (clean_logits, spliced, zeroed))
-    return float(fve), float(l0), float(dead), (ce_zero - ce_dict) / (ce_zero - ce_clean)
+    recovered = (ce_zero - ce_dict) / (ce_zero - ce_clean)
+    if recovered < 0.95 and ce_zero - ce_clean < 0.05:
+        # the site's ablation costs the loss almost nothing: judge the splice's own cost instead (card.BARS)
+        recovered = 1.0 if ce_dict - ce_clean <= 0.005 else recovered
+    return float(fve), float(l0), float(dead), recovered
 
 
 @pytest.mark.parametrize("name", ["embed"] + [f"{k}_{l}" for l in range(N_LAYERS) for k in ("attn", "mlp", "resid")]
@@ -254,10 +371,10 @@ def test_dictionary_meets_bars_on_held_out_sample(model, held_out_batch, name):
         assert cfg["architecture"] == "standard"
     assert cfg["dictionary_id"].startswith(f"{zoo.ZOO_NAME}/")
     fve, l0, dead, recovered = _dictionary_figures(model, held_out_batch, directory)
-    assert fve >= 0.9, f"{name}: FVE {fve:.3f}"
-    assert 3 <= l0 <= 40, f"{name}: L0 {l0:.1f}"
+    assert fve >= 0.95, f"{name}: FVE {fve:.3f}"
+    assert 3 <= l0 <= 64, f"{name}: L0 {l0:.1f}"
     assert dead <= 0.10, f"{name}: dead {dead:.3f}"
-    assert recovered >= 0.9, f"{name}: loss recovered {recovered:.3f}"
+    assert recovered >= 0.95, f"{name}: loss recovered {recovered:.3f}"
 
 
 def test_saes_splice_exactly_with_their_error(model, held_out_batch):

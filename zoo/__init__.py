@@ -9,7 +9,7 @@ network access. The data contract is /work/notes/ZOO_V2_CONTRACT.md (mirrored in
 
 >>> from sfc_graph import zoo
 >>> zoo.ZOO_NAME
-'toy-zoo-v1'
+'toy-zoo-v2'
 >>> "ioi" in zoo.task_names()
 True
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
     from transformers import PreTrainedTokenizerFast
 
-ZOO_NAME = "toy-zoo-v1"
+ZOO_NAME = "toy-zoo-v2"
 TASK_NAMES = TASKS
 SPLITS = ("test", "train")
 BIOS = ("ambiguous", "balanced", "professions")

@@ -36,6 +36,11 @@ BARS = {
     "l0_max": 64.0,
     "dead_fraction": 0.10,
     "loss_recovered": 0.95,
+    # loss recovered is (CE_zero - CE_dict) / (CE_zero - CE_clean): where zero-ablating the site costs the
+    # LM loss less than this many nats the ratio divides by almost nothing (attn_3 of v2: 0.0006 nats), so
+    # there the bar is on the absolute cost of splicing the dictionary in instead
+    "loss_recovered_min_ablation_cost": 0.05,
+    "max_splice_cost": 0.005,
 }
 LOGIT_DIFF_TASKS = ("agreement_simple", "agreement_nounpp", "agreement_rc", "agreement_within_rc", "ioi")
 
@@ -179,6 +184,15 @@ def evaluate_dictionaries(model, root: Path, sentences: list[str],
     return results
 
 
+def loss_recovered_ok(d: dict) -> bool:
+    """Loss recovered meets its bar, or, at a site whose ablation costs the loss almost nothing, splicing the
+    dictionary in costs at most ``max_splice_cost`` nats (written as ``not`` failures so that NaN fails)."""
+    if d["loss_recovered"] >= BARS["loss_recovered"]:
+        return True
+    ablation_cost, splice_cost = d["ce_zero"] - d["ce_clean"], d["ce_dict"] - d["ce_clean"]
+    return ablation_cost < BARS["loss_recovered_min_ablation_cost"] and splice_cost <= BARS["max_splice_cost"]
+
+
 def failures(card: dict) -> list[str]:
     """Every figure of ``card`` below its bar, as one sentence each (empty when all pass)."""
     bad = []  # written as `not (figure meets bar)` so that NaN figures fail
@@ -195,6 +209,7 @@ def failures(card: dict) -> list[str]:
             bad.append(f"dictionary {name}: mean L0 {d['l0']:.1f} outside [{BARS['l0_min']}, {BARS['l0_max']}]")
         if not d["dead_fraction"] <= BARS["dead_fraction"]:
             bad.append(f"dictionary {name}: dead latents {d['dead_fraction']:.3f} > {BARS['dead_fraction']}")
-        if not d["loss_recovered"] >= BARS["loss_recovered"]:
-            bad.append(f"dictionary {name}: loss recovered {d['loss_recovered']:.3f} < {BARS['loss_recovered']}")
+        if not loss_recovered_ok(d):
+            bad.append(f"dictionary {name}: loss recovered {d['loss_recovered']:.3f} < {BARS['loss_recovered']}"
+                       f" (splicing it costs {d['ce_dict'] - d['ce_clean']:.4f} nats)")
     return bad

@@ -28,11 +28,11 @@ CFG_FILE = "cfg.json"
 
 @dataclass(frozen=True)
 class DictConfig:
-    d_sae: int = 512
+    d_sae: int = 256
     steps: int = 1500
     batch_size: int = 256
     lr: float = 2e-3
-    target_l0: float = 32.0
+    target_l0: float = 40.0
     l1_init: float = 1e-3
     freeze_l1_at: float = 0.7  # fraction of steps after which the L1 coefficient stays fixed
     resample_at: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
