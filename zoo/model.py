@@ -37,7 +37,7 @@ class ModelConfig:
     n_heads: int = 4
     d_mlp: int = 512
     n_ctx: int = 64
-    steps: int = 1200
+    steps: int = 2400
     batch_size: int = 64
     lr: float = 3e-3
     warmup: int = 100
