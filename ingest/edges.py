@@ -83,7 +83,7 @@ class _Downstream:
     coef: Tensor  # [b, p, k] left_i · slope_i of the kept features
     W_enc: Tensor  # [d_in, k] encoder columns of the kept features
     error_x: Tensor  # [b, p, d]
-    error_input: Tensor  # [b, p, d_in]
+    error_input: Tensor  # [b, p, d_in] (a zero scalar when the error node is not kept: its rows are not computed)
 
     @property
     def n_nodes(self) -> int:
@@ -127,7 +127,8 @@ def _downstream(spliced: SplicedModel, site: Site, leaf: LeafRecord, grad: Tenso
     with torch.no_grad():
         W_dec = dictionary.W_dec
         coef = (g @ W_dec[kept.features].T) * slope[..., kept.features]
-        error_input = -((slope * (g @ W_dec.T)) @ dictionary.W_enc.T)
+        # the error rows are computed only for a kept error node; otherwise skip two products with the dictionary
+        error_input = -((slope * (g @ W_dec.T)) @ dictionary.W_enc.T) if _error_kept(kept) else g.new_zeros(())
     return _Downstream(x=leaf.pre[site], input=inp, coef=coef, W_enc=dictionary.W_enc[:, kept.features],
                        error_x=g, error_input=error_input)
 
