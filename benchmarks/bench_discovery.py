@@ -1,8 +1,13 @@
 """Benchmark of behaviour discovery (issue 14): circuits per minute, local vs Ray, and the named queries on a
 store of real discovered circuits.
 
+    .venv/bin/python benchmarks/bench_discovery.py agreement [--clusters 16] [--contexts 1024]
     .venv/bin/python benchmarks/bench_discovery.py throughput [--clusters 16] [--method attrib] [--workers 2]
     .venv/bin/python benchmarks/bench_discovery.py store --circuits 1000 [--store DIR] [--keep]
+
+``agreement``: the adjusted Rand index and purity of the clusters against the stream's planted labels, for every
+feature kind (act, grad, both) and algorithm, all from one set of context vectors; over all contexts, and over the
+contexts a planted mechanism decides (the stream is mostly filler, labelled ``none``).
 
 ``throughput``: one discovery on the zoo's labelled stream (contexts, vectors and clustering once), then the same
 circuits computed twice in the same run — in this process (one core), and on a local Ray cluster of
@@ -46,6 +51,33 @@ def _circuit_settings(args):
 
     return circuit_settings(CircuitSettings(method=args.method, node_threshold=args.node_threshold,
                                             edge_threshold=args.edge_threshold, eval_thresholds=()))
+
+
+def agreement_table(args) -> None:
+    """ARI and purity of every feature kind and algorithm, from one set of context vectors."""
+    from sfc_graph import zoo
+    from sfc_graph.ingest.discovery import (
+        DiscoverySettings, agreement, cluster, context_vectors, embed, sample_contexts,
+    )
+    from sfc_graph.ingest.model import load_model
+
+    torch_threads(1)
+    handle = load_model("toy-zoo", device="cpu")
+    base = DiscoverySettings(n_clusters=args.clusters, n_contexts=args.contexts, seed=0)
+    contexts = sample_contexts(zoo.load_stream(), base)
+    t0 = time.perf_counter()
+    vectors = context_vectors(handle, contexts, batch_size=128)
+    labels = [c.label for c in contexts]
+    counts = {label: labels.count(label) for label in sorted(set(labels))}
+    print(f"{len(contexts)} contexts of the zoo stream ({counts}); vectors in {time.perf_counter() - t0:.1f} s")
+    print(f"{'features':<9}{'algorithm':<10}{'ARI':>7}{'purity':>8}{'ARI planted':>13}{'purity planted':>16}")
+    for features in ("act", "grad", "both"):
+        for algorithm in ("kmeans", "spectral"):
+            settings = DiscoverySettings(n_clusters=args.clusters, n_contexts=args.contexts, features=features,
+                                         algorithm=algorithm, seed=0)
+            found = agreement(cluster(embed(vectors, settings), settings), labels)
+            print(f"{features:<9}{algorithm:<10}{found['ari']:>7.3f}{found['purity']:>8.3f}"
+                  f"{found.get('ari_planted', float('nan')):>13.3f}{found.get('purity_planted', float('nan')):>16.3f}")
 
 
 def throughput(args) -> None:
@@ -134,7 +166,7 @@ def torch_threads(n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["throughput", "store"])
+    parser.add_argument("what", choices=["agreement", "throughput", "store"])
     parser.add_argument("--clusters", type=int, default=16)
     parser.add_argument("--contexts", type=int, default=1024)
     parser.add_argument("--algorithm", default="kmeans", choices=["spectral", "kmeans"])
@@ -148,7 +180,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     print(f"sfc-graph discovery benchmark: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    throughput(args) if args.what == "throughput" else store_benchmark(args)
+    {"agreement": agreement_table, "throughput": throughput, "store": store_benchmark}[args.what](args)
 
 
 if __name__ == "__main__":
