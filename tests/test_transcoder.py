@@ -153,6 +153,16 @@ def test_path_search_finds_the_planted_path():
     assert best[4].invariant == pytest.approx(6.0)
     # the capped beam: without the cap the same path wins here, and the cap never raises a score
     assert all(s.score <= s.contribution + 1e-9 for path in paths[-1] for s in path[1:])
+    # as bundle tables: the head sits at the position it writes to, the token edge crosses positions
+    from sfc_graph.ingest.transcoder_circuit import paths_to_tables
+
+    nodes, edges = paths_to_tables(tm, trace, paths)
+    assert {"output", "feature", "head", "token"} <= set(nodes["kind"].to_list())
+    edge = edges.filter((edges["src"] == "token/1") & (edges["dst"] == "attn_0/h0")).row(0, named=True)
+    assert (edge["src_position"], edge["dst_position"]) == (1, 2)
+    assert edge["weight"] == pytest.approx(2.0) and edge["weight_invariant"] == pytest.approx(6.0)
+    out_of_head = edges.filter(edges["src"] == "attn_0/h0")["weight_invariant"].to_list()
+    assert out_of_head == [None]  # a head has no input-invariant weight of its own
 
 
 def test_weight_graph_of_the_tiny_model_holds_the_planted_weights():
@@ -180,7 +190,7 @@ def test_transcoder_circuit_bundle_loads_and_explains_its_edges(zoo, tmp_path):
     bundle = read_bundle(circuit.write(tmp_path / "b").path)
     assert bundle.manifest["method"] == "transcoder-paths"
     kinds = set(bundle.nodes["kind"].to_list())
-    assert {"output", "feature", "head", "token"} <= kinds
+    assert {"output", "feature"} <= kinds <= {"output", "feature", "head", "token", "error"}
     info = bundle.manifest["transcoder_paths"]
     assert sum(info["root_decomposition"].values()) == pytest.approx(info["root_target"]["value"], abs=1e-4)
     with open_store(tmp_path / "store") as store:
@@ -195,7 +205,8 @@ def test_transcoder_circuit_bundle_loads_and_explains_its_edges(zoo, tmp_path):
         trace = run_trace(zoo, info["tokens"])
         layer = int(dst.split("/")[0].split("_")[1])
         assert row["factor"] == pytest.approx(1.0 / float(trace.mlp_scale[layer][dp]), rel=1e-5)
-        assert store.query("top-nodes", circuit=bundle.circuit_id, kind="token").height >= 1
+        tokens = bundle.nodes.filter(bundle.nodes["kind"] == "token").height
+        assert store.query("top-nodes", circuit=bundle.circuit_id, kind="token", k=100).height == tokens
         # the weight graph lives on the same shared nodes and outlives the circuit
         from sfc_graph.ingest.weights import WeightSettings, build_weight_graph
         from sfc_graph.ingest.weights_store import load_weight_graph
