@@ -25,7 +25,7 @@ def weights() -> None:
     \b
     Example:
       sfc weights build --model toy-zoo --dict toy-zoo-transcoders --out weights/zoo --load
-      sfc query weight-neighbors -p feature toy-zoo-v1/mlp_1/transcoder-256/159
+      sfc query weight-neighbors -p feature toy-zoo-v2/mlp_3/transcoder-256/173
       sfc weights circuit --model toy-zoo --dict toy-zoo-transcoders --task greater_than --out bundles/gt --load
     """
 
@@ -36,11 +36,16 @@ def _load(model_spec: str, dict_specs, device: str, threads: int | None):
     from sfc_graph.ingest.transcoder_model import TranscoderModel
     from sfc_graph.threads import set_threads
 
+    from sfc_graph.errors import ComputeError
+
+    # The weight graph's top-k state and the path search's traces live on the CPU, so the model does too (the
+    # work is products of weight matrices and one forward pass per prompt); auto means cpu here.
+    if device == "cuda":
+        raise ComputeError("transcoder analysis (sfc weights) runs on the CPU; use --device cpu or auto")
     set_threads(threads)
-    handle = load_model(model_spec, device=device)
+    handle = load_model(model_spec, device="cpu")
     dictionaries = load_dictionary_set(list(dict_specs), n_layers=handle.n_layers, d_model=handle.d_model,
                                        model_id=handle.model_id)
-    dictionaries.to(handle.device)
     return handle, dictionaries, TranscoderModel(handle, dictionaries)
 
 
