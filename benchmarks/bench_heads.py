@@ -20,7 +20,6 @@ Target (issue 12): AUC >= 0.85 at a runtime of seconds. Tasks the model does not
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 
@@ -59,6 +58,14 @@ def main() -> None:
     print(f"model {handle.model_id} ({args.zoo_dir or handle.source}): {handle.n_layers} layers x {handle.model.cfg.n_heads} heads; "
           f"{args.seeds} seeds; {args.n_examples} examples per method; ground truth on {args.gt_examples} examples, "
           f"threshold {args.threshold:g} x |m(clean) - m(patch)|; torch threads {args.threads}")
+    def fmt(values: list[float], digits: int = 3) -> str:
+        values = np.asarray(values, dtype=np.float64)
+        valid = values[np.isfinite(values)]
+        if valid.size == 0:
+            return "n/a"
+        text = f"{valid.mean():.{digits}f} ± {valid.std():.{digits}f}"
+        return text + (f" ({values.size - valid.size} undefined)" if valid.size < values.size else "")
+
     rows = []
     for name in [t for t in args.tasks.split(",") if t]:
         try:
@@ -97,10 +104,9 @@ def main() -> None:
                 record(f"head-{method}", result.ranking_scores(), result)
         for method, entry in results.items():
             rows.append((name, method, entry))
+            print(f"  {name} {method}: AUC cf {fmt(entry['auc_cf'])}, mean {fmt(entry['auc_mean'])}, "
+                  f"CPU {fmt(entry['cpu'], 2)} s", flush=True)
 
-    def fmt(values: list[float], digits: int = 3) -> str:
-        spread = statistics.pstdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):.{digits}f} ± {spread:.{digits}f}"
 
     print()
     print("| task | method | AUC vs cf patching | AUC vs mean ablation | wall (s) | CPU (s) |")
