@@ -151,8 +151,10 @@ class BaseStore:
         manifest = self.manifest(circuit_id)
         nodes = self.run(statement("circuit-nodes"), {"circuit": circuit_id}).rename({"latent": "index"}, strict=False)
         edges = self.run(statement("circuit-edges"), {"circuit": circuit_id})
-        nodes = _typed(nodes, NODE_COLUMNS, extra=["feature", "identity"]).sort("node_id", "position")
-        edges = _typed(edges, EDGE_COLUMNS).sort("src", "src_position", "dst", "dst_position")
+        nodes = _typed(nodes, NODE_COLUMNS, extra=["feature", "identity", *_filled(nodes, OPTIONAL_NODE_COLUMNS)])
+        edges = _typed(edges, EDGE_COLUMNS, extra=_filled(edges, OPTIONAL_EDGE_COLUMNS))
+        nodes = nodes.sort("node_id", "position")
+        edges = edges.sort("src", "src_position", "dst", "dst_position")
         return Bundle(manifest=manifest, nodes=nodes, edges=edges)
 
     def run_read_only(self, cypher: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
@@ -220,6 +222,16 @@ def _source(bundle: Bundle) -> str | None:
 
 def _key_column(found: pl.DataFrame) -> pl.Series:
     return found["key"] if found.height else pl.Series("key", [], dtype=pl.String)
+
+
+# Columns only some methods fill (transcoder-paths: activations, input-invariant weights); read back only where a
+# circuit has them, so that the others come back exactly as they were written.
+OPTIONAL_NODE_COLUMNS = ("activation",)
+OPTIONAL_EDGE_COLUMNS = ("weight_invariant",)
+
+
+def _filled(frame: pl.DataFrame, columns: Sequence[str]) -> list[str]:
+    return [c for c in columns if c in frame.columns and frame[c].null_count() < frame.height]
 
 
 def _typed(frame: pl.DataFrame, columns: dict[str, PolarsDataType], extra: Sequence[str] = ()) -> pl.DataFrame:
