@@ -277,7 +277,9 @@ def test_compute_and_run_on_the_shipped_zoo(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == str(tmp_path / "b")  # -q: only the path on stdout
     bundle = read_bundle(tmp_path / "b")
-    assert bundle.manifest["dictionaries"]["resid_0"]["id"].startswith("toy-zoo-v1/")
+    from sfc_graph import zoo
+
+    assert bundle.manifest["dictionaries"]["resid_0"]["id"].startswith(f"{zoo.ZOO_NAME}/")
     job = tmp_path / "job.toml"
     job.write_text('model = "toy-zoo"\ndictionaries = ["toy-zoo-transcoders"]\ntasks = ["ioi"]\nmethods = ["attrib"]\n'
                    'device = "cpu"\n[settings]\nn_examples = 8\neval_thresholds = [0.1]\n')
