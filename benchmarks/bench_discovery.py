@@ -63,7 +63,8 @@ def agreement_table(args) -> None:
 
     torch_threads(1)
     handle = load_model("toy-zoo", device="cpu")
-    base = DiscoverySettings(n_clusters=args.clusters, n_contexts=args.contexts, seed=0)
+    base = DiscoverySettings(n_clusters=args.clusters, n_contexts=args.contexts, seed=0,
+                             exclude_labels=tuple(args.exclude_label))
     contexts = sample_contexts(zoo.load_stream(), base)
     t0 = time.perf_counter()
     vectors = context_vectors(handle, contexts, batch_size=128)
@@ -178,6 +179,8 @@ def main() -> None:
     parser.add_argument("--circuits", type=int, default=1000)
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--exclude-label", action="append", default=[],
+                        help="agreement: leave out contexts with this planted label (e.g. none)")
     args = parser.parse_args()
     print(f"sfc-graph discovery benchmark: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     {"agreement": agreement_table, "throughput": throughput, "store": store_benchmark}[args.what](args)
