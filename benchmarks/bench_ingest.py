@@ -27,8 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def stand_in(n_examples: int):
-    """A random model, dictionaries and task of the zoo's size (see the module docstring)."""
+def stand_in(n_examples: int, *, n_layers: int = 3, d_model: int = 128, n_heads: int = 4, d_mlp: int = 512,
+             d_dict: int = 512, n_ctx: int = 32):
+    """A random model, dictionaries and task; by default of the zoo's size (see the module docstring).
+    ``bench_real_shape.py`` asks for Pythia-70M's shape."""
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -38,12 +40,13 @@ def stand_in(n_examples: int):
     from test_ingest_helpers import build_dictionaries, build_tokenizer
 
     tokenizer = build_tokenizer()
-    cfg = HookedTransformerConfig(n_layers=3, d_model=128, d_head=32, n_heads=4, d_mlp=512, d_vocab=len(tokenizer),
-                                  n_ctx=32, act_fn="gelu", normalization_type="LN", seed=0, default_prepend_bos=True)
+    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, d_head=d_model // n_heads, n_heads=n_heads,
+                                  d_mlp=d_mlp, d_vocab=len(tokenizer), n_ctx=n_ctx, act_fn="gelu",
+                                  normalization_type="LN", seed=0, default_prepend_bos=True)
     torch.manual_seed(0)
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    handle = wrap(model, model_id="stand-in-3x128")
-    dictionaries = build_dictionaries(handle, d_dict=512)
+    handle = wrap(model, model_id=f"stand-in-{n_layers}x{d_model}")
+    dictionaries = build_dictionaries(handle, d_dict=d_dict)
     rng = random.Random(0)
     nouns = [("dog", "dogs"), ("cat", "cats"), ("parent", "parents")]
     examples = []

@@ -26,37 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(d_sae: int, n_examples: int):
-    import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    sys.path.insert(0, str(ROOT / "tests"))
+    """Pythia-70M's shape: 6 layers, d_model 512, 8 heads of 64, d_mlp 2048 (bench_ingest's stand-in builder)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_ingest import _calibrate_sparsity
-    from test_ingest_helpers import build_dictionaries, build_tokenizer
+    from bench_ingest import stand_in
 
-    from sfc_graph.ingest.model import wrap
-    from sfc_graph.ingest.tasks import Example, Task
-
-    tokenizer = build_tokenizer()
-    cfg = HookedTransformerConfig(n_layers=6, d_model=512, d_head=64, n_heads=8, d_mlp=2048, d_vocab=len(tokenizer),
-                                  n_ctx=64, act_fn="gelu", normalization_type="LN", seed=0, default_prepend_bos=True)
-    torch.manual_seed(0)
-    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    handle = wrap(model, model_id="pythia-70m-shape-random")
-    dictionaries = build_dictionaries(handle, d_dict=d_sae)
-    import random
-
-    rng = random.Random(0)
-    nouns = [("dog", "dogs"), ("cat", "cats"), ("parent", "parents")]
-    examples = []
-    for _ in range(n_examples):
-        singular, plural = rng.choice(nouns)
-        other = rng.choice(["dog", "dogs", "cat", "cats"])
-        words = ["the", *rng.sample(["big", "small"], rng.randint(0, 2)), "{}", "near", "the", other]
-        examples.append(Example(" ".join(words).format(plural), "are", " ".join(words).format(singular), "is"))
-    task = Task("real-shape-agreement", tuple(examples), "generated")
-    _calibrate_sparsity(handle, dictionaries, task, firing_rate=0.03)
-    return handle, dictionaries, task
+    return stand_in(n_examples, n_layers=6, d_model=512, n_heads=8, d_mlp=2048, d_dict=d_sae, n_ctx=64)
 
 
 def child(d_sae: int, method: str, n_examples: int, threads: int) -> None:
