@@ -193,7 +193,9 @@ def dir_size(path: Path) -> int:
 def workloads(store, args) -> dict[str, list[dict]]:
     """For each benchmarked query, ``--repeats`` parameter sets over different circuits."""
     rnd = random.Random(args.seed)
-    ids = store.circuits()["id"].to_list()
+    listed = store.circuits()
+    # circuits with feature nodes to ask about (a discovered behaviour's circuit can be its output alone)
+    ids = listed.filter(pl.col("n_nodes") > 2)["id"].to_list()
     pick = lambda: rnd.choice(ids)  # noqa: E731
     circuits = [pick() for _ in range(args.repeats)]
     features, nodes = [], []
@@ -201,8 +203,9 @@ def workloads(store, args) -> dict[str, list[dict]]:
         top = store.query("top-nodes", circuit=cid, kind="feature", k=5)
         features.append(top["feature"][rnd.randrange(top.height)])
         nodes.append(top["node_id"][rnd.randrange(top.height)])
-    embeds = [store.query("top-nodes", circuit=cid, kind="feature", k=200).filter(pl.col("site") == "embed")
-              ["node_id"][0] for cid in circuits]
+    # a source for downstream paths: an embedding feature, else the circuit's earliest feature
+    embeds = [store.query("top-nodes", circuit=cid, kind="feature", k=200).sort("layer")["node_id"][0]
+              for cid in circuits]
     n_shared = min(50, len(ids))
     tasks = sorted(set(store.circuits()["task"].to_list()))
     return {
