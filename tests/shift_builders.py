@@ -28,18 +28,9 @@ WORDS = sorted({w for ws in PRONOUNS.values() for w in ws} | {w for ws in PROFES
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from test_ingest_helpers import build_tokenizer as word_level
 
-    vocab = {"[UNK]": 0, "[BOS]": 1, "[PAD]": 2}
-    for word in WORDS:
-        vocab[word] = len(vocab)
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", bos_token="[BOS]", pad_token="[PAD]", eos_token="[BOS]",
-        name_or_path="bios-words", add_bos_token=True,
-    )
+    return word_level(WORDS, name="bios-words")
 
 
 def build_model(*, seed: int = 0, dtype: torch.dtype = torch.float32) -> ModelHandle:

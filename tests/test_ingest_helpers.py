@@ -27,18 +27,19 @@ WORDS = [
 ]
 
 
-def build_tokenizer():
+def build_tokenizer(words=None, *, name: str = "tiny-words"):
+    """A word-level tokenizer over ``words`` (default: this module's WORDS) with [UNK], [BOS] and [PAD]."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"[UNK]": 0, "[BOS]": 1, "[PAD]": 2}
-    for word in WORDS:
+    for word in WORDS if words is None else words:
         vocab[word] = len(vocab)
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, unk_token="[UNK]", bos_token="[BOS]", pad_token="[PAD]", eos_token="[BOS]",
-        name_or_path="tiny-words", add_bos_token=True,
+        name_or_path=name, add_bos_token=True,
     )
 
 
