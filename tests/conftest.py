@@ -43,3 +43,19 @@ def pytest_generate_tests(metafunc):
             [pytest.param(b, id=b, marks=marks.get(b, [])) for b in BACKENDS],
             indirect=True,
         )
+
+
+@pytest.fixture(scope="module", name="zoo")
+def zoo_transcoder_model():
+    """The shipped zoo's model with its transcoders, read for the weight-graph and transcoder-circuit tests."""
+    import torch
+
+    from sfc_graph.ingest.dictionaries import load_dictionary_set
+    from sfc_graph.ingest.model import load_model
+    from sfc_graph.ingest.transcoder_model import TranscoderModel
+
+    torch.set_num_threads(1)
+    handle = load_model("toy-zoo", device="cpu")
+    dictionaries = load_dictionary_set(["toy-zoo-transcoders"], n_layers=handle.n_layers, d_model=handle.d_model,
+                                       model_id=handle.model_id)
+    return TranscoderModel(handle, dictionaries)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sfc_graph.ingest.dictionaries import DictionaryInfo, DictionarySet, LoadedDictionary, Transcoder, load_dictionary_set
-from sfc_graph.ingest.model import load_model, wrap
+from sfc_graph.ingest.dictionaries import DictionaryInfo, DictionarySet, LoadedDictionary, Transcoder
+from sfc_graph.ingest.model import wrap
 from sfc_graph.ingest.transcoder_attribution import (
     PathSettings,
     decompose,
@@ -26,15 +26,6 @@ PROMPTS = [
     "the keys near the cabinet",
     "then mary and john went to the store , john gave a drink to",
 ]
-
-
-@pytest.fixture(scope="module")
-def zoo():
-    torch.set_num_threads(1)
-    handle = load_model("toy-zoo", device="cpu")
-    dictionaries = load_dictionary_set(["toy-zoo-transcoders"], n_layers=handle.n_layers, d_model=handle.d_model,
-                                       model_id=handle.model_id)
-    return TranscoderModel(handle, dictionaries)
 
 
 def _tokens(zoo, text):

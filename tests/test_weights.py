@@ -6,11 +6,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
-from sfc_graph.ingest.dictionaries import load_dictionary_set
-from sfc_graph.ingest.model import load_model
-from sfc_graph.ingest.transcoder_model import TranscoderModel
 from sfc_graph.ingest.weights import WeightSettings, build_weight_graph, feature_edges
 from sfc_graph.ingest.weights_store import (
     load_weight_graph,
@@ -19,15 +15,6 @@ from sfc_graph.ingest.weights_store import (
     weight_graphs,
     write_weight_graph,
 )
-
-
-@pytest.fixture(scope="module")
-def zoo():
-    torch.set_num_threads(1)
-    handle = load_model("toy-zoo", device="cpu")
-    dictionaries = load_dictionary_set(["toy-zoo-transcoders"], n_layers=handle.n_layers, d_model=handle.d_model,
-                                       model_id=handle.model_id)
-    return TranscoderModel(handle, dictionaries)
 
 
 @pytest.fixture(scope="module")
