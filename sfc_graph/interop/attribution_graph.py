@@ -263,6 +263,18 @@ def _finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _over_all_paths(adjacency: sp.csr_matrix, weights: np.ndarray, *, what: str) -> np.ndarray:
+    """``w A + w A² + …`` for ``adjacency[target, source]``: the output weights carried back over every path."""
+    current = adjacency.T @ weights
+    total = current.copy()
+    for _ in range(adjacency.shape[0] + 1):  # a DAG has no path longer than n - 1 edges
+        if not np.any(current):
+            return total
+        current = adjacency.T @ current
+        total += current
+    raise InteropError(f"the graph has a cycle, so {what} (a sum over all path lengths) does not converge")
+
+
 def _influence(graph: nx.DiGraph, order: list[Any]) -> dict[Any, float]:
     """circuit-tracer's cumulative influence share of each node (see the module docstring)."""
     n = len(order)
@@ -282,15 +294,7 @@ def _influence(graph: nx.DiGraph, order: list[Any]) -> dict[Any, float]:
         if data["kind"] in (naming.OUTPUT, naming.LOGIT):
             probability = data.get("probability")
             weights[index[key]] = 1.0 if probability is None else float(probability)
-    current = normalised.T @ weights  # w A, as a column vector
-    total = current.copy()
-    for _ in range(n + 1):  # a DAG has no path longer than n - 1 edges
-        if not current.any():
-            break
-        current = normalised.T @ current
-        total += current
-    else:
-        raise InteropError("the circuit has a cycle, so influence (a sum over all path lengths) does not converge")
+    total = _over_all_paths(normalised, weights, what="influence")
     order_desc = np.argsort(-total, kind="stable")
     grand = total.sum()
     cumulative = np.cumsum(total[order_desc]) / grand if grand > 0 else np.ones(n)
@@ -468,15 +472,7 @@ def _total_effects(nodes: pl.DataFrame, edges: pl.DataFrame) -> np.ndarray:
     rows = [index[(d, p)] for d, p in zip(edges["dst"].to_list(), edges["dst_position"].to_list())]
     cols = [index[(s, p)] for s, p in zip(edges["src"].to_list(), edges["src_position"].to_list())]
     adjacency = sp.csr_matrix((edges["weight"].to_numpy(), (rows, cols)), shape=(n, n))
-    current = adjacency.T @ weights
-    total = current.copy()
-    for _ in range(n + 1):
-        if not np.any(current):
-            break
-        current = adjacency.T @ current
-        total += current
-    else:
-        raise InteropError("the graph has a cycle, so total effects (a sum over all path lengths) do not converge")
+    total = _over_all_paths(adjacency, weights, what="total effects")
     total[logits] = probabilities[logits]
     return total
 
