@@ -8,7 +8,6 @@ import click
 
 from sfc_graph.cli.app import CONTEXT_SETTINGS
 from sfc_graph.cli.options import device_option, quiet_option, store_option
-from sfc_graph.cli.progress import progress_for
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -83,7 +82,7 @@ def discover(model_spec, dict_specs, corpus, n_clusters, features, algorithm, ex
             handle, model_spec=model_spec, dict_specs=list(dict_specs), corpus=corpus, settings=settings,
             circuit=circuit, out=out / "bundles", store=target, executor=executor,
             workers=workers or default_workers(), address=ray_address, device=device,
-            progress=progress_for(True), report=click.echo,
+            report=(lambda line: None) if quiet else click.echo,  # -q: the summary only, no line per behaviour
         )
 
     if no_load:

@@ -412,7 +412,6 @@ def run_discovery(
     workers: int = 2,
     address: str | None = None,
     device: str = "auto",
-    progress=None,
     report=None,
 ) -> DiscoveryRun:
     """Discover behaviours, compute one circuit per behaviour (in this process or on Ray), load each into
