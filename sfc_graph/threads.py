@@ -44,6 +44,9 @@ OPENMP_DEFAULTS = {
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MIN_SAMPLE_SECONDS = 0.2  # /proc/stat counts in 10 ms ticks: shorter windows are mostly rounding
+# A start-up sample older than this describes a machine that has since changed (a long test session, a
+# server that sets its threads late): sample afresh instead of averaging over the whole lifetime.
+MAX_START_SAMPLE_AGE = 30.0
 
 _START_SAMPLE = None  # CPU use when configure_openmp ran (process start-up), see machine_load
 
@@ -136,12 +139,14 @@ def machine_load() -> float:
     """About how many cores other processes keep busy now.
 
     Measured over the time since :func:`configure_openmp` (the start-up of ``sfc``: the imports, during
-    which this process's own CPU time is subtracted), or over a short sample taken now; the 1-minute load
+    which this process's own CPU time is subtracted) when that was between MIN_SAMPLE_SECONDS and
+    MAX_START_SAMPLE_AGE ago, otherwise over a short sample taken now; the 1-minute load
     average only where ``/proc/stat`` is missing — it lags, and counts the previous run of ``sfc`` itself.
     """
     start = _START_SAMPLE
     now = cpu_sample()
-    if now is not None and (start is None or now.wall - start.wall < MIN_SAMPLE_SECONDS):
+    if now is not None and (start is None
+                            or not MIN_SAMPLE_SECONDS <= now.wall - start.wall <= MAX_START_SAMPLE_AGE):
         start = now
         time.sleep(MIN_SAMPLE_SECONDS)
         now = cpu_sample()

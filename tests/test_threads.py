@@ -86,8 +86,32 @@ def test_busy_elsewhere_subtracts_own_cpu_time():
     assert threads.busy_elsewhere(since, threads.CpuSample(10.05, 100.1, 1.0)) is None  # too short to tell
 
 
-def test_machine_load_sees_a_busy_process():
-    """A real competing busy loop is counted (up to the sampling noise of a shared machine)."""
+def test_machine_load_sees_a_busy_process(monkeypatch):
+    """A real competing busy loop is counted (up to the sampling noise of a shared machine).
+
+    The start-up sample is moved to just now: measured from the test session's start, the rival's second
+    would vanish into the average of the whole session (the CI failure of stop 18)."""
+    rival = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        monkeypatch.setattr(threads, "_START_SAMPLE", threads.cpu_sample())
+        time.sleep(1.0)
+        assert threads.machine_load() >= 0.7
+    finally:
+        rival.kill()
+        rival.wait()
+
+
+def test_machine_load_does_not_average_over_a_long_life(monkeypatch):
+    """A start-up sample from long ago is not used: the load is sampled afresh (a rival started after
+    start-up counts fully, not diluted over the hour since)."""
+    now = threads.cpu_sample()
+    if now is None:
+        pytest.skip("no /proc/stat")
+    old = threads.CpuSample(wall=now.wall - 3600.0, machine_busy=now.machine_busy, own=now.own)
+    monkeypatch.setattr(threads, "_START_SAMPLE", old)
     rival = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         import time
