@@ -137,9 +137,7 @@ def _load_checkpoint_dir(path: Path, device: torch.device) -> ModelHandle:
 
         tokenizer = AutoTokenizer.from_pretrained(str(path))
     elif (path / "tokenizer.json").is_file():
-        from transformers import PreTrainedTokenizerFast
-
-        tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"), name_or_path=str(path))
+        tokenizer = _bare_tokenizer(path / "tokenizer.json")
     with _quiet_transformer_lens():
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     try:
@@ -154,6 +152,42 @@ def _load_checkpoint_dir(path: Path, device: torch.device) -> ModelHandle:
     model.to(device, print_details=False)
     model_id = str(fields.get("model_id") or fields.get("model_name") or path.name)
     return wrap(model, model_id=model_id, source=str(path))
+
+
+# The usual spellings of the special tokens, first found wins. A bare tokenizer.json (no tokenizer_config.json
+# beside it) lists its special tokens but not their roles; transformer_lens needs a bos token to prepend and a
+# pad token to batch prompts of different lengths.
+SPECIAL_TOKEN_NAMES = {
+    "bos_token": ("<bos>", "<s>", "<|begin_of_text|>", "<|endoftext|>", "[CLS]"),
+    "eos_token": ("<eos>", "</s>", "<|end_of_text|>", "<|endoftext|>", "[SEP]"),
+    "pad_token": ("<pad>", "[PAD]", "<|pad|>"),
+    "unk_token": ("<unk>", "[UNK]", "<|unk|>"),
+}
+
+
+def _bare_tokenizer(file: Path):
+    """A ``tokenizer.json`` without its config, with bos/eos/pad/unk taken from its special tokens (pad falls
+    back to eos, then bos: right-padded prompts never attend to it)."""
+    from transformers import PreTrainedTokenizerFast
+
+    try:
+        listed = json.loads(file.read_text(encoding="utf-8")).get("added_tokens") or []
+        special = {t["content"] for t in listed if isinstance(t, dict) and t.get("special")}
+    except (OSError, ValueError, AttributeError, KeyError) as exc:
+        raise ComputeError(f"{file}: not a readable tokenizer.json ({exc})") from None
+    roles = {role: next((name for name in names if name in special), None) for role, names in SPECIAL_TOKEN_NAMES.items()}
+    if roles["bos_token"] is None:
+        raise ComputeError(f"{file}: none of its special tokens is a beginning-of-sequence token "
+                           f"({', '.join(SPECIAL_TOKEN_NAMES['bos_token'])}); put a tokenizer_config.json naming "
+                           "bos_token beside it")
+    roles["pad_token"] = roles["pad_token"] or roles["eos_token"] or roles["bos_token"]
+    try:
+        # add_bos_token set here: transformer_lens keeps a tokenizer that has it instead of reloading one by name
+        return PreTrainedTokenizerFast(tokenizer_file=str(file), name_or_path=str(file.parent), add_bos_token=True,
+                                       padding_side="right", model_max_length=10**6,
+                                       **{role: name for role, name in roles.items() if name is not None})
+    except Exception as exc:  # the tokenizers library raises its own exception types for a damaged file
+        raise ComputeError(f"{file}: not a readable tokenizer.json ({str(exc).strip().splitlines()[0][:160]})") from None
 
 
 def _config_fields() -> set[str]:

@@ -186,6 +186,32 @@ def test_unknown_task_and_missing_things_are_refused(workspace, tmp_path):
     _fails(invoke("run", str(tmp_path / "typo.toml"), "--shard", "0/2"), "--shard")
 
 
+def test_a_model_directory_with_a_bare_tokenizer_json_loads(tmp_path):
+    """The zoo's model/ plus its tokenizer.json, with no tokenizer_config.json (a word-level tokenizer saved
+    alone): the special tokens' roles come from the file, and batched prompts of different lengths give the
+    zoo's own tokens and logits. Without a bos token among its special tokens: one sentence."""
+    import shutil
+
+    from sfc_graph.errors import ComputeError
+    from sfc_graph.ingest.model import load_model
+    from sfc_graph import zoo
+
+    root = zoo.zoo_dir()
+    model_dir = tmp_path / "m"
+    shutil.copytree(root / "model", model_dir)
+    shutil.copy(root / "tokenizer.json", model_dir / "tokenizer.json")
+    prompts = ["the dog near the cats runs", "a"]
+    ours, reference = load_model(str(model_dir), device="cpu").model, load_model("toy-zoo", device="cpu").model
+    assert torch.equal(ours.to_tokens(prompts), reference.to_tokens(prompts))
+    assert torch.equal(ours(prompts), reference(prompts))
+
+    spec = json.loads((model_dir / "tokenizer.json").read_text())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["content"] != "<bos>"]
+    (model_dir / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ComputeError, match="beginning-of-sequence"):
+        load_model(str(model_dir), device="cpu")
+
+
 # --------------------------------------------------------------------------------------- dictionaries
 
 
