@@ -94,9 +94,11 @@ def stats(store: str, fmt: str) -> None:
 @click.argument("circuit_id")
 @store_option
 def delete(circuit_id: str, store: str) -> None:
-    """Remove CIRCUIT_ID: its nodes, edges and memberships, and shared nodes no other circuit uses."""
+    """Remove CIRCUIT_ID: its nodes, edges and memberships, the SHIFT interventions and discovered behaviour
+    recorded for it, and shared nodes no other circuit uses."""
     from sfc_graph.store import open_store
 
     with open_store(store, create=False) as circuit_store:
-        circuit_store.delete(circuit_id)
-    click.echo(f"deleted {circuit_id}")
+        records = circuit_store.delete(circuit_id)
+    also = [f"{count} {kind if count != 1 else kind[:-1]}" for kind, count in records.items() if count]
+    click.echo(f"deleted {circuit_id}" + (f" (and its records: {', '.join(also)})" if also else ""))

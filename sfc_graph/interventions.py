@@ -74,8 +74,12 @@ def write_intervention(store, record: InterventionRecord) -> str:
         "worst_group_before": record.before["worst_group"], "worst_group_after": record.after["worst_group"],
         "results": json.dumps(record.results, sort_keys=True), "created_at": record.created_at,
         "new_features": new_features,
-        "ablated": [{"feature": a.feature, "judgement": a.judgement, "reason": a.reason, "effect": a.effect}
-                    for a in record.ablated],
+        # Features with and without a measured effect go in two lists: a list whose effects are all null is
+        # typed STRING by the embedded engine, and the portable Cypher has no cast to DOUBLE.
+        "ablated": [{"feature": a.feature, "judgement": a.judgement, "reason": a.reason, "effect": float(a.effect)}
+                    for a in record.ablated if a.effect is not None],
+        "ablated_no_effect": [{"feature": a.feature, "judgement": a.judgement, "reason": a.reason}
+                              for a in record.ablated if a.effect is None],
     }
     store._run_in_transaction(_without_empty_unwinds(statements("intervention-create"), params), params)
     return record.id

@@ -132,6 +132,38 @@ def test_delete_keeps_what_others_use(store, tmp_path):
     assert _canonical_edges(store.read_circuit("circuit-a").edges).equals(_canonical_edges(a.edges))
 
 
+def test_delete_takes_the_records_about_the_circuit(store, tmp_path):
+    """A deleted circuit's SHIFT interventions and discovered behaviour go with it; another circuit's stay,
+    and so do the features its intervention ablates."""
+    from sfc_graph.behaviours import BehaviourRecord, write_behaviour
+    from sfc_graph.interventions import AblatedFeature, InterventionRecord, write_intervention
+
+    circuits = {cid: build_circuit(tmp_path / cid, cid, task=cid, seed=seed, feature_pool=range(10))
+                for cid, seed in (("circuit-a", 1), ("circuit-b", 2))}
+    for cid, bundle in circuits.items():
+        store.load(tmp_path / cid)
+        feature = bundle.nodes.filter(pl.col("kind") == "feature").row(0, named=True)
+        identity = bundle.feature_identity().drop_nulls()[0]
+        # circuit-a's ablated feature has no measured effect (a judge's file may name such a feature)
+        ablated = AblatedFeature(identity, identity.rsplit("/", 1)[0], int(feature["index"]), feature["site"],
+                                 int(feature["layer"]), effect=None if cid == "circuit-a" else 0.25)
+        scores = {"profession": 0.9, "gender": 0.8, "worst_group": 0.5}
+        write_intervention(store, InterventionRecord(cid, cid, "toy", "auto", [ablated], scores, scores,
+                                                     id=f"shift-{cid}"))
+        write_behaviour(store, BehaviourRecord(id=f"b-{cid}", discovery="d", cluster=0, size=3, features="act",
+                                               algorithm="kmeans", corpus="zoo", model="toy", circuit=cid))
+
+    effects = store.run("MATCH (i:Intervention)-[r:ABLATES]->() RETURN i.id AS id, r.effect AS effect ORDER BY id")
+    assert effects["effect"].to_list() == [None, 0.25]
+    assert store.delete("circuit-a") == {"interventions": 1, "behaviours": 1}
+    assert store.run("MATCH (i:Intervention) RETURN i.id AS id")["id"].to_list() == ["shift-circuit-b"]
+    assert store.run("MATCH (b:Behaviour) RETURN b.id AS id")["id"].to_list() == ["b-circuit-b"]
+    kept = store.run("MATCH (:Intervention)-[:ABLATES]->(f:Feature) RETURN f.id AS id")["id"].to_list()
+    assert kept == [circuits["circuit-b"].feature_identity().drop_nulls()[0]]
+    assert store.delete("circuit-b") == {"interventions": 1, "behaviours": 1}
+    assert store.run("MATCH (n) RETURN count(n) AS n")["n"][0] == 0
+
+
 def test_delete_unknown_circuit(store):
     from sfc_graph.errors import CircuitNotFound
 

@@ -112,10 +112,13 @@ class BaseStore:
         flush()
         return [results[i] for i in sorted(results)]
 
-    def delete(self, circuit_id: str) -> None:
-        """Remove a circuit, its edges and memberships, and the shared nodes no other circuit uses."""
+    def delete(self, circuit_id: str) -> dict[str, int]:
+        """Remove a circuit, its edges and memberships, the records about it (SHIFT interventions, its discovered
+        behaviour) and the shared nodes no other circuit uses. Returns how many records of each kind went."""
         self.require_circuit(circuit_id)
+        records = self.run(statement("circuit-records"), {"circuit": circuit_id}).row(0, named=True)
         self._run_in_transaction(statements("delete-circuit"), {"circuit": circuit_id})
+        return {kind: int(count or 0) for kind, count in records.items()}
 
     def require_circuit(self, circuit_id: str) -> None:
         if not self.has_circuit(circuit_id):

@@ -1,6 +1,14 @@
 // Remove one circuit, in one transaction: its node instances and edges, the circuit and its links, then the
 // shared nodes that no other circuit uses any more. Statements run in order. Features and tokens of a stored
-// weight graph (WEIGHT relationships, `sfc weights load`) stay, with their dictionary and model.
+// weight graph (WEIGHT relationships, `sfc weights load`) stay, with their dictionary and model. The records
+// about this circuit go first (circuit-records.cypher: its SHIFT interventions with their ABLATES links, its
+// discovered behaviour): kept, they would describe a circuit that is no longer there.
+MATCH (i:Intervention)-[:INTERVENES_ON]->(c:Circuit {id: $circuit})
+DETACH DELETE i
+;
+MATCH (b:Behaviour)-[:HAS_CIRCUIT]->(c:Circuit {id: $circuit})
+DETACH DELETE b
+;
 MATCH (c:Circuit {id: $circuit})-[:HAS_NODE]->(n:CircuitNode)
 DETACH DELETE n
 ;

@@ -1,6 +1,7 @@
 // Record one intervention (a SHIFT run, ingest/shift.py; sfc_graph/interventions.py), in one transaction: the node,
 // its link to the circuit it was chosen from, the ablated features that the store does not have yet (their
-// dictionary is the circuit's), and one ABLATES link per ablated feature, carrying the judgement.
+// dictionary is the circuit's), and one ABLATES link per ablated feature, carrying the judgement (and the
+// feature's effect in the circuit where one was measured).
 CREATE (i:Intervention {id: $id, kind: $kind, circuit: $circuit, task: $task, model: $model, judge: $judge,
         n_ablated: $n_ablated, profession_before: $profession_before, profession_after: $profession_after,
         gender_before: $gender_before, gender_after: $gender_after, worst_group_before: $worst_group_before,
@@ -19,3 +20,8 @@ UNWIND $ablated AS row
 MATCH (i:Intervention {id: $id})
 MATCH (f:Feature {id: row.feature})
 CREATE (i)-[:ABLATES {judgement: row.judgement, reason: row.reason, effect: row.effect}]->(f)
+;
+UNWIND $ablated_no_effect AS row
+MATCH (i:Intervention {id: $id})
+MATCH (f:Feature {id: row.feature})
+CREATE (i)-[:ABLATES {judgement: row.judgement, reason: row.reason}]->(f)
