@@ -37,7 +37,7 @@ _CHOICES = {"negatives": ("auto", "counterfactual", "abc"), "position": ("mean",
 
 def settings_options(func):
     """One ``--option`` per HeadSettings field (except ``method``, given as its own option)."""
-    from sfc_graph.ingest.heads.compute import HeadSettings
+    from sfc_graph.ingest.heads.settings import HeadSettings
 
     for field in reversed(dataclasses.fields(HeadSettings)):
         if field.name == "method":

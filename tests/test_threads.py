@@ -123,6 +123,16 @@ def test_machine_load_does_not_average_over_a_long_life(monkeypatch):
         rival.wait()
 
 
+@pytest.mark.parametrize("command", [["heads", "compute"], ["ingest", "compute"]])
+def test_a_commands_help_does_not_import_torch(command):
+    """Options generated from a settings dataclass come from a torch-free module: asking for help is instant."""
+    code = ("import sys\nfrom sfc_graph.cli.app import main\n"
+            f"try:\n    main({command + ['--help']!r})\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "--out" in out.stdout and out.stderr.split()[-1] == "False"
+
+
 def test_help_lists_commands_without_importing_torch():
     """``sfc --help`` reads the commands' docstrings from source: no torch, no polars (start-up, issue 17),
     and the listing is the one Click would print by importing every command."""

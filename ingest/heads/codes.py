@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EDGE_AGGREGATIONS = ("top-pairs", "sum")
+from .settings import EDGE_AGGREGATIONS
+
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ Three methods, one bundle format (``head`` nodes; see sfc_graph.naming):
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -38,91 +37,19 @@ from ..metrics import logit_diff
 from ..model import ModelHandle, load_model
 from ..tasks import Task, load_task, tokenize_task
 from . import codes as code_stats
-from .examples import NEGATIVES, positives_and_negatives, resolve_negatives
+from .examples import positives_and_negatives, resolve_negatives
 from .patching import (
-    PATCHES,
-    POSITIONS,
     HeadEffects,
     attributed_head_effects,
     exact_head_effects,
     mean_head_outputs,
     position_means,
 )
-from .sae import DECODER_NORMS, argmax_codes, train_head_sae
+from .sae import argmax_codes, train_head_sae
+from .settings import BUNDLE_METHOD, METHODS, HeadSettings
 
 log = logging.getLogger(__name__)
 
-METHODS = ("discrete-sae", "eap", "exact")
-BUNDLE_METHOD = {"discrete-sae": "discrete-sae", "eap": "head-eap", "exact": "head-exact"}
-
-
-@dataclass(frozen=True)
-class HeadSettings:
-    """Every constant of the head methods. Defaults: the published discrete-SAE set-up (200 latents,
-    λ = 0.02, Adam lr 1e-3, 500 full-batch epochs, 10 training prompts, unnormalised counts)."""
-
-    method: str = "discrete-sae"
-    seed: int = 0
-    n_examples: int = 50  # positive prompts (and as many negatives); for eap/exact: examples patched
-    negatives: str = "auto"  # auto: abc for ioi, else the task's counterfactual prompts
-    position: str = "mean"  # a head's output per prompt: mean over positions (published) or the last position
-    n_sae_examples: int = 10  # prompts (drawn from positives and negatives together) the SAE is trained on
-    n_latents: int = 200
-    l1: float = 0.02
-    lr: float = 1e-3
-    epochs: int = 500
-    decoder_norm: str = "atoms"  # unit-norm decoder atoms, or "rows" as the published code's layer does
-    normalise: bool = False  # node and edge counts divided by the number of distinct codes (pairs)
-    edge_aggregation: str = "top-pairs"  # how edge scores rank heads: top-pairs (published) or sum
-    edge_top_fraction: float = 0.25  # top-pairs: the fraction of ordered head pairs whose endpoints count
-    edge_floor: float = 0.0  # keep head → head edges with weight above this
-    patch: str = "counterfactual"  # eap/exact: counterfactual prompts or the per-position dataset mean
-    batch_size: int = 64  # execution only
-
-    EXECUTION_FIELDS = ("batch_size",)
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {self.method!r}"),
-            (self.n_examples >= 1, "n_examples must be at least 1"),
-            (self.negatives in NEGATIVES, f"negatives must be one of {', '.join(NEGATIVES)}"),
-            (self.position in POSITIONS, f"position must be one of {', '.join(POSITIONS)}"),
-            (self.decoder_norm in DECODER_NORMS, f"decoder_norm must be one of {', '.join(DECODER_NORMS)}"),
-            (self.n_sae_examples >= 1, "n_sae_examples must be at least 1"),
-            (self.n_latents >= 1, "n_latents must be at least 1"),
-            (self.l1 >= 0 and self.lr > 0 and self.epochs >= 1, "l1 must be >= 0, lr > 0 and epochs >= 1"),
-            (self.edge_aggregation in code_stats.EDGE_AGGREGATIONS,
-             f"edge_aggregation must be one of {', '.join(code_stats.EDGE_AGGREGATIONS)}"),
-            (0 < self.edge_top_fraction <= 0.5, "edge_top_fraction must be in (0, 0.5]"),
-            (self.edge_floor >= 0, "edge_floor must be >= 0"),
-            (self.patch in PATCHES, f"patch must be one of {', '.join(PATCHES)}"),
-            (self.batch_size >= 1, "batch_size must be at least 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ComputeError(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HeadSettings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ComputeError(f"unknown head setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**data)
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that change the result (for the circuit id)."""
-        data = self.to_dict()
-        for name in self.EXECUTION_FIELDS:
-            data.pop(name)
-        sae_only = ("negatives", "position", "n_sae_examples", "n_latents", "l1", "lr", "epochs", "decoder_norm",
-                    "normalise", "edge_aggregation", "edge_top_fraction", "edge_floor", "seed")
-        for name in sae_only if self.method != "discrete-sae" else ("patch",):
-            data.pop(name)
-        return data
 
 
 @dataclass

@@ -18,7 +18,8 @@ from sfc_graph.errors import ComputeError
 from ..metrics import logit_diff
 from ..model import ModelHandle
 from ..tasks import Task, tokenize_task
-from .patching import PATCHES, exact_head_effects, position_means
+from .patching import exact_head_effects, position_means
+from .settings import PATCHES
 
 DEFAULT_THRESHOLD = 0.1
 

@@ -18,8 +18,8 @@ from collections import Counter
 from sfc_graph.errors import TaskError
 
 from ..tasks import Task
+from .settings import NEGATIVES
 
-NEGATIVES = ("auto", "counterfactual", "abc")
 AUTO_NEGATIVES = {"ioi": "abc"}  # tasks whose published negatives are not their counterfactuals
 
 

@@ -18,9 +18,8 @@ from torch import Tensor
 
 from ..metrics import Metric
 from ..tasks import Batch
+from .settings import PATCHES, POSITIONS
 
-PATCHES = ("counterfactual", "mean")
-POSITIONS = ("mean", "last")  # how a head's output over a prompt becomes one vector for the SAE
 
 
 def z_hook(layer: int) -> str:

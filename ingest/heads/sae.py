@@ -17,7 +17,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-DECODER_NORMS = ("atoms", "rows")
+from .settings import DECODER_NORMS
+
 
 
 class HeadSAE(nn.Module):
