@@ -98,8 +98,11 @@ def test_roc_auc_matches_sklearn(seed):
 # ----------------------------------------------------------------------- patching vs independent hooks
 
 
-def _agreement_batches(handle):
-    task = Task("agree", tuple(Example(c, ca, p, pa) for c, p, ca, pa in AGREEMENT), "memory")
+def _agreement_batches(handle, *, templates: int = 1):
+    """The agreement examples; with ``templates`` > 1, dealt round-robin into that many templates (so that a
+    mean over all examples at a position differs from the mean within a template)."""
+    task = Task("agree", tuple(Example(c, ca, p, pa, template=f"t{i % templates}" if templates > 1 else None)
+                               for i, (c, p, ca, pa) in enumerate(AGREEMENT)), "memory")
     return tokenize_task(task, handle).batches(16, handle.device)
 
 
@@ -110,20 +113,21 @@ def _independent_effects(model, batches, patch):
     names = [f"blocks.{layer}.attn.hook_result" for layer in range(n_layers)]
     try:
         sums = {name: {} for name in names}
-        if patch == "mean":  # per absolute position, over every example that long
+        if patch == "mean":  # per (template, position), over every example of the template that long
             for batch in batches:
                 _, cache = model.run_with_cache(batch.clean, names_filter=lambda n: n in names)
                 for name in names:
                     for p in range(batch.n_pos):
-                        total, count = sums[name].get(p, (0, 0))
-                        sums[name][p] = (total + cache[name][:, p].sum(0), count + batch.size)
+                        total, count = sums[name].get((batch.template, p), (0, 0))
+                        sums[name][batch.template, p] = (total + cache[name][:, p].sum(0), count + batch.size)
         effects, n = torch.zeros(n_layers * n_heads, dtype=torch.float64), 0
         for batch in batches:
             if patch == "counterfactual":
                 _, cache = model.run_with_cache(batch.patch, names_filter=lambda n: n in names)
                 values = {name: cache[name] for name in names}
             else:
-                values = {name: torch.stack([sums[name][p][0] / sums[name][p][1] for p in range(batch.n_pos)])
+                values = {name: torch.stack([sums[name][batch.template, p][0] / sums[name][batch.template, p][1]
+                                             for p in range(batch.n_pos)])
                           .expand(batch.size, -1, -1, -1) for name in names}
             clean = logit_diff(model(batch.clean), batch.answers()).double()
             for layer, head in itertools.product(range(n_layers), range(n_heads)):
@@ -144,7 +148,8 @@ def _independent_effects(model, batches, patch):
 @pytest.mark.parametrize("patch", ["counterfactual", "mean"])
 def test_exact_head_patching_matches_independent_hooks(patch):
     handle = build_model(seed=3, dtype=torch.float64)
-    batches = _agreement_batches(handle)
+    batches = _agreement_batches(handle, templates=2)
+    assert len({b.template for b in batches}) == 2
     means = position_means(handle.model, batches) if patch == "mean" else None
     ours = exact_head_effects(handle.model, batches, logit_diff, patch=patch, means=means)
     theirs = _independent_effects(handle.model, batches, patch)

@@ -52,29 +52,39 @@ def mean_head_outputs(model, token_batches: Sequence[Tensor], *, position: str =
 
 @dataclass
 class PositionMeans:
-    """Dataset mean of every head's ``z`` at each absolute position (over the examples long enough)."""
+    """Mean of every head's ``z`` at each position, within each template (over its examples long enough).
 
-    z: list[Tensor]  # per layer [max_pos, H, d_head]
+    Examples of different templates put different slots at the same position (ioi mixes templates of
+    different lengths), so, as for the feature circuits' mean ablation (``ingest/evaluation.py``), a mean is
+    only ever taken within a template; an untemplated task is one template, ``None``."""
 
-    def at(self, layer: int, n_pos: int) -> Tensor:
-        return self.z[layer][:n_pos]
+    z: dict[str | None, list[Tensor]]  # template -> per layer [max_pos, H, d_head]
+
+    def at(self, layer: int, batch: Batch) -> Tensor:
+        return self.z[batch.template][layer][: batch.n_pos]
 
 
 @torch.no_grad()
 def position_means(model, batches: Sequence[Batch]) -> PositionMeans:
     n_layers = int(model.cfg.n_layers)
-    max_pos = max(b.n_pos for b in batches)
-    sums: list[Tensor | None] = [None] * n_layers
-    count = torch.zeros(max_pos, device=batches[0].clean.device)
+    sums: dict[str | None, list[Tensor]] = {}
+    counts: dict[str | None, Tensor] = {}
+    n_max: dict[str | None, int] = {}
     for batch in batches:
+        n_max[batch.template] = max(n_max.get(batch.template, 0), batch.n_pos)
+    for batch in batches:
+        template = batch.template
         _, cache = model.run_with_cache(batch.clean, names_filter=lambda name: name.endswith("attn.hook_z"))
-        count[: batch.n_pos] += batch.size
+        if template not in sums:
+            shape = cache[z_hook(0)].shape[2:]
+            sums[template] = [torch.zeros((n_max[template], *shape), device=batch.clean.device,
+                                          dtype=cache[z_hook(layer)].dtype) for layer in range(n_layers)]
+            counts[template] = torch.zeros(n_max[template], device=batch.clean.device)
+        counts[template][: batch.n_pos] += batch.size
         for layer in range(n_layers):
-            z = cache[z_hook(layer)].sum(0)  # [p, H, d_head]
-            if sums[layer] is None:
-                sums[layer] = torch.zeros((max_pos, *z.shape[1:]), device=z.device, dtype=z.dtype)
-            sums[layer][: batch.n_pos] += z
-    return PositionMeans([s / count.clamp_min(1)[:, None, None] for s in sums])
+            sums[template][layer][: batch.n_pos] += cache[z_hook(layer)].sum(0)  # [p, H, d_head]
+    return PositionMeans({t: [s / counts[t].clamp_min(1)[:, None, None] for s in layer_sums]
+                          for t, layer_sums in sums.items()})
 
 
 def _patch_values(model, batch: Batch, patch: str, means: PositionMeans | None) -> list[Tensor]:
@@ -87,7 +97,7 @@ def _patch_values(model, batch: Batch, patch: str, means: PositionMeans | None) 
         return [cache[z_hook(layer)] for layer in range(n_layers)]
     if patch == "mean":
         assert means is not None
-        return [means.at(layer, batch.n_pos).expand(batch.size, -1, -1, -1) for layer in range(n_layers)]
+        return [means.at(layer, batch).expand(batch.size, -1, -1, -1) for layer in range(n_layers)]
     raise ValueError(f"unknown patch {patch!r}; use one of {', '.join(PATCHES)}")
 
 
