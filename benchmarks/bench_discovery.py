@@ -149,7 +149,7 @@ def store_benchmark(args) -> None:
                       f"{found.agreement.get('ari', float('nan')):.3f}, purity {found.agreement.get('purity', float('nan')):.3f}, "
                       f"overlap within {run.overlap.get('within', float('nan')):.3f} / across "
                       f"{run.overlap.get('across', float('nan')):.3f}; store has {total} circuits "
-                      f"({time.perf_counter() - started:.0f} s)", flush=True)
+                      f"({time.perf_counter() - started:.0f} s, RSS {_rss_mib():,.0f} MiB)", flush=True)
                 seed += 1
         build = time.perf_counter() - started
         print(f"build: {total} circuits in {build:.0f} s ({60 * total / build:.1f} circuits/min incl. discovery "
@@ -166,6 +166,12 @@ def store_benchmark(args) -> None:
     finally:
         if tmp is not None and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _rss_mib() -> float:
+    """This process's resident memory now (not the peak): a store kept open across discoveries must not grow."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def torch_threads(n: int) -> None:

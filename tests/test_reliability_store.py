@@ -407,3 +407,45 @@ def test_read_only_module_doctests():
     from sfc_graph.store import read_only
 
     assert doctest.testmod(read_only).failed == 0
+
+
+_LOAD_MANY_ONE_BY_ONE = """
+import sys
+sys.path.insert(0, {tests!r})
+from builders import build_circuit
+from sfc_graph.store import open_store
+from pathlib import Path
+
+def rss_mib():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+root = Path({root!r})
+paths = [build_circuit(root / f"b{{i}}", f"c{{i}}", task=f"t{{i}}", seed=i) and root / f"b{{i}}" for i in range(8)]
+with open_store(str(root / "store")) as store:
+    store.reopen_after_copies = {reopen}
+    store.load(paths[0])
+    before = rss_mib()
+    for path in paths[1:]:
+        store.load(path)
+    grown = rss_mib() - before
+    print(grown, store.circuits().height)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads resident memory from /proc")
+def test_loading_circuit_after_circuit_does_not_keep_growing(tmp_path):
+    """ladybug keeps ~15 MB per COPY from a Python object until the database closes (kuzudb/kuzu#5779); the store
+    reopens its database every few COPYs. Side by side in fresh processes: seven more small circuits grow a
+    process by hundreds of MB without the reopening, by a small part of that with it (here every 16 COPYs)."""
+    def grown(reopen: int, name: str) -> float:
+        code = _LOAD_MANY_ONE_BY_ONE.format(tests=str(Path(__file__).parent), root=str(tmp_path / name),
+                                            reopen=reopen)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        mib, circuits = out.stdout.split()
+        assert int(circuits) == 8  # every circuit landed, across the reopenings
+        return float(mib)
+
+    without, with_reopen = grown(10**9, "without"), grown(16, "with")
+    assert without > 300, f"the engine no longer keeps COPY memory ({without:.0f} MiB): REOPEN_AFTER_COPIES may go"
+    assert with_reopen < 0.4 * without, (with_reopen, without)

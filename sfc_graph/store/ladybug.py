@@ -41,6 +41,11 @@ from .read_only import ladybug_plan, ladybug_plan_verdict, require_bound
 log = logging.getLogger(__name__)
 
 RECOVERY_WAIT_S = 10.0  # how long a reader waits for another process's checkpoint before giving up
+# ladybug 0.22 keeps about 15 MB for every COPY from a Python object (polars, arrow or pandas alike; kuzudb/kuzu
+# issue 5779), however few its rows, until the Database closes: a process that loads circuit after circuit
+# (`sfc discover`, a long `sfc load`) grew by 1 GB every ~16 small circuits until the kernel killed it. After
+# this many COPYs the store reopens its database between writes, which hands the memory back.
+REOPEN_AFTER_COPIES = 64
 
 
 def schema_ddl() -> list[str]:
@@ -65,6 +70,8 @@ class LadybugStore(BaseStore):
 
     backend = "ladybug"
     dialect = "ladybug"
+    reopen_after_copies = REOPEN_AFTER_COPIES
+    _copies_since_open = 0
     # ladybug's Database / Connection; its execute() is typed "one result or a list", we send one statement.
     _db: Any
     _conn: Any
@@ -163,6 +170,26 @@ class LadybugStore(BaseStore):
     def _connect(self, *, read_only: bool) -> None:
         self._db = self._ladybug.Database(str(self.path / DB_FILE), read_only=read_only)
         self._conn = self._ladybug.Connection(self._db)
+        self._copies_since_open = 0
+
+    def _release_copy_memory(self) -> None:
+        """Reopen the database once enough COPYs have accumulated (see REOPEN_AFTER_COPIES), between writes."""
+        if self._copies_since_open < self.reopen_after_copies:
+            return
+        self.close()
+        deadline = time.monotonic() + RECOVERY_WAIT_S
+        while True:  # another process may take the lock in the moment it is free: wait for it, as a reader does
+            try:
+                self._connect(read_only=self.read_only)
+                break
+            except RuntimeError as exc:
+                self.close()
+                if not is_lock_held(exc) or time.monotonic() > deadline:
+                    error = engine_error(exc, self.path, doing="reopen")
+                    raise type(error)(f"{error}; every circuit written so far is kept (loading again skips "
+                                      "them)") from None
+                time.sleep(0.2)
+        _trim_freed_memory()
 
     def _recover_then_open(self) -> None:
         """A reader found a checkpoint to finish. If no process holds the write lock, a write that was
@@ -259,8 +286,10 @@ class LadybugStore(BaseStore):
                 done += frame.height
                 if progress:
                     progress(done, total)
+        self._release_copy_memory()
 
     def _copy(self, table: str, frame: pl.DataFrame, options: str) -> None:
+        self._copies_since_open += 1
         self._conn.execute(f"COPY {table} FROM $rows{options}", {"rows": frame})
 
     def _run_in_transaction(self, cypher: Iterable[str], params: dict[str, Any]) -> None:
@@ -306,6 +335,18 @@ class LadybugStore(BaseStore):
                         or verify is not None else "check with `sfc circuits` whether this write was kept")
                 raise type(error)(f"{error}; {kept}") from None
             raise
+
+
+def _trim_freed_memory() -> None:
+    """Hand memory the engine freed back to the OS (glibc keeps it in its arenas otherwise); a no-op elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name or not hasattr(os, "sched_getaffinity"):  # not Linux
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(name).malloc_trim(0)
 
 
 def _first_line(exc: BaseException) -> str:
