@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import device_option, quiet_option, store_option
+from sfc_graph.cli.options import device_option, quiet_option, store_option, threads_option
 
 
 @click.command(context_settings=CONTEXT_SETTINGS)
@@ -45,8 +45,7 @@ from sfc_graph.cli.options import device_option, quiet_option, store_option
 @click.option("--ray-address", default=None, metavar="ADDR",
               help="Join this Ray cluster (auto, ray://host:10001); default: start a local one.")
 @device_option()
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch in this process (default: the free cores this process may use).")
+@threads_option
 @store_option
 @quiet_option
 def discover(model_spec, dict_specs, corpus, n_clusters, features, algorithm, exclude_labels, n_contexts, pca_dims,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import device_option, store_option
+from sfc_graph.cli.options import device_option, store_option, threads_option
 
 TOP_N_DEFAULT = "2,5,10,20,50"
 
@@ -33,8 +33,7 @@ def _common(command):
         click.option("--top-n", default=TOP_N_DEFAULT, show_default=True, metavar="N1,N2,…",
                      help="How many latents to ablate."),
         device_option(),
-        click.option("--threads", type=click.IntRange(min=1), default=None,
-                     help="CPU threads for torch (default: the free cores this process may use)."),
+        threads_option,
     ]
     for option in reversed(options):
         command = option(command)

@@ -8,7 +8,7 @@ import time
 import click
 
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import device_option, quiet_option, store_option
+from sfc_graph.cli.options import device_option, quiet_option, store_option, threads_option
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -31,7 +31,7 @@ def features() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--relabel", is_flag=True, help="Replace hand-set and imported labels by drafted ones too.")
 @device_option()
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch CPU threads.")
+@threads_option
 @quiet_option
 @store_option
 def build(model_spec: str, dict_specs: tuple[str, ...], corpus: str, top_k: int, max_docs: int | None,
@@ -46,8 +46,6 @@ def build(model_spec: str, dict_specs: tuple[str, ...], corpus: str, top_k: int,
       sfc features build --model toy-zoo --dict toy-zoo --corpus zoo
       sfc features build --model gpt2 --dict resid_6=path/to/sae --corpus texts.txt --k 20 --device cuda
     """
-    import torch
-
     from sfc_graph.cli.progress import progress_for
     from sfc_graph.features import write_dashboards
     from sfc_graph.ingest.dashboards import DashboardSettings, iter_dashboards, load_corpus
@@ -55,7 +53,9 @@ def build(model_spec: str, dict_specs: tuple[str, ...], corpus: str, top_k: int,
     from sfc_graph.ingest.model import load_model
     from sfc_graph.store import open_store
 
-    torch.set_num_threads(threads)
+    from sfc_graph.threads import set_threads
+
+    set_threads(threads)  # the free cores this process may use when not given (sfc_graph.threads)
     started = time.perf_counter()
     with open_store(store) as opened:  # fail on a bad store before the model is loaded
         handle = load_model(model_spec, device=device)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import device_option, quiet_option
+from sfc_graph.cli.options import device_option, quiet_option, threads_option
 
 # Help for every HeadSettings field; the options themselves are generated from the dataclass, so that the
 # settings are declared once (tests/test_heads_cli.py checks that every field has an option).
@@ -68,8 +68,7 @@ def heads() -> None:
               show_default=True, help="discrete-sae codes, head attribution patching, or exact head patching.")
 @settings_options
 @device_option()
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: the free cores this process may use).")
+@threads_option
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE_DIR")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 @quiet_option
@@ -108,7 +107,7 @@ def compute(model_spec, task_spec, method, device, threads, out, overwrite, quie
 @click.option("--threshold", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="A head is in the true circuit when |effect| >= this × |m(clean) − m(patch)|.")
 @device_option()
-@click.option("--threads", type=click.IntRange(min=1), default=None)
+@threads_option
 @click.argument("bundles", nargs=-1, type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE...")
 def auc(model_spec, task_spec, patch, n_examples, threshold, device, threads, bundles) -> None:
     """ROC AUC of head circuit bundles against the exact-patching ground truth of their task.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import device_option, quiet_option, store_option
+from sfc_graph.cli.options import device_option, quiet_option, store_option, threads_option
 from sfc_graph.cli.progress import progress_for
 
 
@@ -41,8 +41,7 @@ def ingest() -> None:
               help="Use the first N examples of the task.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @device_option()
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: the free cores this process may use).")
+@threads_option
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), metavar="BUNDLE_DIR")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 @quiet_option
@@ -79,8 +78,7 @@ def compute(model_spec, dict_specs, task_spec, method, ig_steps, node_threshold,
 @store_option
 @click.option("--no-load", is_flag=True, help="Only write the bundles; do not load them into a store.")
 @device_option(default=None, help="Where torch runs (auto, cpu or cuda); overrides the job's device.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: the free cores this process may use).")
+@threads_option
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="Compute in this process, or one Ray task per circuit (loaded here as each arrives).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,

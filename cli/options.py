@@ -44,6 +44,16 @@ def device_option(*, default: str | None = "auto", help: str = ""):
     )
 
 
+threads_option = click.option(
+    "--threads",
+    "threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads for torch in this process (default: the free cores this process may use, see "
+    "sfc_graph/threads.py).",
+)
+
+
 def format_option(*choices: str, default: str = "table"):
     return click.option(
         "--format",

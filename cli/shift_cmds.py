@@ -6,7 +6,14 @@ from pathlib import Path
 
 import click
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import device_option, param_option, parse_param_value, quiet_option, store_option
+from sfc_graph.cli.options import (
+    device_option,
+    param_option,
+    parse_param_value,
+    quiet_option,
+    store_option,
+    threads_option,
+)
 from sfc_graph.cli.progress import progress_for
 
 # Marks et al. 2024, Table (Bias in Bios, Pythia-70M), for reading ours against.
@@ -56,8 +63,7 @@ PAPER = {
               help="Ambiguous training bios the circuit is computed on.")
 @click.option("--probe-l2", type=click.FloatRange(min=0), default=1e-3, show_default=True)
 @device_option()
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads for torch (default: the free cores this process may use).")
+@threads_option
 @click.option("--overwrite", is_flag=True, help="Replace the circuit bundle in --out.")
 @quiet_option
 def shift(model_spec, dict_specs, bios_spec, store, out, features, params, margin, min_separation, retrain, skylines, skyline_k,

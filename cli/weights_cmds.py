@@ -7,15 +7,13 @@ from pathlib import Path
 
 import click
 from sfc_graph.cli.app import CONTEXT_SETTINGS
-from sfc_graph.cli.options import device_option, format_option, quiet_option, store_option
+from sfc_graph.cli.options import device_option, format_option, quiet_option, store_option, threads_option
 
 model_option = click.option("--model", "model_spec", required=True, metavar="M",
                             help="toy-zoo, a checkpoint directory, or a transformer_lens model name.")
 dict_option = click.option("--dict", "dict_specs", required=True, multiple=True, metavar="SPEC",
                            help="toy-zoo-transcoders, a directory with one sub-directory per site, or SITE=PATH "
                                 "(repeatable); every mlp_L needs a transcoder.")
-threads_option = click.option("--threads", type=click.IntRange(min=1), default=None,
-                              help="CPU threads for torch (default: the free cores this process may use).")
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
