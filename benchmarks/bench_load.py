@@ -10,6 +10,10 @@
    and bookkeeping (target <= 1.5; peak RSS <= 2 GiB). Both timings start with the database creation
    and end with the commit, in a process of their own.
 5. ``--profile``: cProfile of our load (top functions by cumulative time), for the record of where it goes.
+6. ``--schema-costs``: what each part of the graph schema costs. The big bundle's rows, as the loader builds
+   them, written (COPYs + COMMIT, in one transaction, each run in its own process) with one relationship
+   table or column left out at a time, beside the full schema and the bare two-table COPY; medians of
+   ``--repeats`` runs, interleaved. It answers "which schema decision buys how much of the ratio".
 3. Ten bundles that share features, loaded one after another into one store.
 4. Re-loading the big bundle: a no-op that should take well under a second.
 Each measurement runs in its own process so that peak RSS belongs to it alone.
@@ -132,6 +136,82 @@ def child_bare(store: str, bundle: str) -> dict:
     return {"seconds": time.perf_counter() - start}
 
 
+# --schema-costs: what is left out in each variant (relationship tables, or table.column pairs)
+SCHEMA_VARIANTS = {
+    "full schema": (),
+    "without CONTAINS": ("CONTAINS",),
+    "without INSTANCE_OF": ("INSTANCE_OF",),
+    "without HAS_NODE": ("HAS_NODE",),
+    "without IN_DICTIONARY": ("IN_DICTIONARY",),
+    "without EDGE.weight_invariant": ("EDGE.weight_invariant",),
+    "without CircuitNode.circuit/feature/identity": ("CircuitNode.circuit", "CircuitNode.feature",
+                                                    "CircuitNode.identity"),
+}
+
+
+def child_variant(store: str, bundle: str, variant: str) -> dict:
+    """COPY the loader's rows of ``bundle`` into a fresh database with the schema minus ``variant``'s parts."""
+    import ladybug
+
+    from sfc_graph.bundle import read_bundle
+    from sfc_graph.graph import NODE_LABELS, REL_TYPES, circuit_rows
+    from sfc_graph.store.ladybug import schema_ddl
+
+    left_out = SCHEMA_VARIANTS[variant]
+    rows = circuit_rows(read_bundle(bundle))
+    dropped_columns: dict[str, list[str]] = {}
+    for part in left_out:
+        if "." in part:
+            table, column = part.split(".")
+            dropped_columns.setdefault(table, []).append(column)
+    Path(store).mkdir(parents=True)
+    db = ladybug.Database(str(Path(store) / "graph.lbdb"))
+    conn = ladybug.Connection(db)
+    kinds = {label.name: dict(label.properties) for label in NODE_LABELS}
+    kinds.update({rel.name: dict(rel.properties) for rel in REL_TYPES})
+    for ddl in schema_ddl():
+        table = ddl.split("EXISTS ", 1)[1].split("(", 1)[0]
+        if table in left_out:
+            continue
+        for column in dropped_columns.get(table, []):
+            ddl = ddl.replace(f", {column} {kinds[table][column]}", "")
+        conn.execute(ddl)
+    conn.execute("COPY Model FROM $rows", {"rows": rows.nodes["Model"].head(0)})  # the pandas import, untimed
+    start = time.perf_counter()
+    conn.execute("BEGIN TRANSACTION")
+    for label in NODE_LABELS:
+        frame = rows.nodes[label.name].drop(dropped_columns.get(label.name, []))
+        if frame.height:
+            conn.execute(f"COPY {label.name} FROM $rows", {"rows": frame})
+    for (name, src, dst), frame in rows.rels.items():
+        if frame.height and name not in left_out:
+            frame = frame.drop(dropped_columns.get(name, []))
+            conn.execute(f"COPY {name} FROM $rows (from='{src}', to='{dst}')", {"rows": frame})
+    copies = time.perf_counter() - start
+    conn.execute("COMMIT")
+    return {"seconds": time.perf_counter() - start, "copies": copies}
+
+
+def schema_costs(work: Path, bundle: Path, repeats: int) -> None:
+    import statistics
+
+    runs: dict[str, list[dict]] = {name: [] for name in SCHEMA_VARIANTS}
+    bare: list[dict] = []
+    for r in range(repeats):  # interleaved: drift on a shared machine hits every variant alike
+        bare.append(run_child("bare", str(work / f"costs-bare-{r}"), str(bundle)))
+        for i, name in enumerate(SCHEMA_VARIANTS):
+            runs[name].append(run_child("variant", str(work / f"costs-{i}-{r}"), str(bundle), name))
+    full = statistics.median(x["seconds"] for x in runs["full schema"])
+    base = statistics.median(x["seconds"] for x in bare)
+    print(f"\nschema costs: COPYs + COMMIT of the loader's rows, median of {repeats} (bare: its whole load)")
+    print(f"{'variant':<48}{'copies s':>10}{'total s':>10}{'saves s':>10}")
+    for name, results in runs.items():
+        total = statistics.median(x["seconds"] for x in results)
+        copies = statistics.median(x["copies"] for x in results)
+        print(f"{name:<48}{copies:>10.2f}{total:>10.2f}{full - total:>10.2f}")
+    print(f"{'bare COPY (two tables, read + copy + commit)':<48}{'':>10}{base:>10.2f}")
+
+
 def run_child(*args: str, profile: bool = False) -> dict:
     env = {**os.environ, "SFC_BENCH_PROFILE": "1" if profile else ""}
     proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)
@@ -150,11 +230,14 @@ def main() -> None:
     parser.add_argument("--bundles", type=int, default=10, help="bundles in the shared-feature load")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of our full load (a separate run)")
     parser.add_argument("--only-big", action="store_true", help="skip the ten-bundle load")
+    parser.add_argument("--schema-costs", action="store_true",
+                        help="also time the loader's rows with each relationship table or column left out")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per variant for --schema-costs")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = {"ours": child_ours, "bare": child_bare}[kind](*rest)
+        result = {"ours": child_ours, "bare": child_bare, "variant": child_variant}[kind](*rest)
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(result))
         return
@@ -176,6 +259,8 @@ def main() -> None:
     if args.profile:
         print("\ncProfile of our full load (a separate run; profiling slows it down):")
         run_child("ours", str(work / "store-profiled"), str(work / "big"), profile=True)
+    if args.schema_costs:
+        schema_costs(work, work / "big", args.repeats)
     if args.only_big:
         return
 
