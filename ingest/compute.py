@@ -48,6 +48,7 @@ from .evaluation import (
 from .metrics import METRICS
 from .model import ModelHandle, load_model
 from .splice import SplicedModel
+from .settings_checks import refuse_unknown, require
 from .tasks import Task, load_task, tokenize_task
 
 log = logging.getLogger(__name__)
@@ -97,9 +98,7 @@ class CircuitSettings:
             (self.ablation in ABLATIONS, f"ablation must be one of {', '.join(ABLATIONS)}"),
             (self.batch_size >= 1 and self.max_rows >= 1 and self.edge_chunk >= 1, "batch sizes must be >= 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ComputeError(message)
+        require(checks)
         object.__setattr__(self, "eval_thresholds", tuple(float(t) for t in self.eval_thresholds))
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,10 +109,7 @@ class CircuitSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CircuitSettings:
         """Build from a mapping, refusing keys that are not settings (a typo would silently do nothing)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ComputeError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        refuse_unknown(cls, data)
         data = dict(data)
         if "eval_thresholds" in data:
             data["eval_thresholds"] = tuple(data["eval_thresholds"])

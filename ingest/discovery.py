@@ -39,6 +39,7 @@ from sfc_graph.errors import ComputeError
 
 from .compute import CircuitSettings
 from .model import ModelHandle
+from .settings_checks import require
 from .tasks import Example, Task
 
 log = logging.getLogger(__name__)
@@ -77,9 +78,7 @@ class DiscoverySettings:
             (self.examples_per_circuit >= 1, "examples_per_circuit must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ComputeError(message)
+        require(checks)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

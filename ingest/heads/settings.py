@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from sfc_graph.errors import ComputeError
+from ..settings_checks import refuse_unknown, require
 
 NEGATIVES = ("auto", "counterfactual", "abc")  # examples.py: where the negative prompts come from
 PATCHES = ("counterfactual", "mean")  # patching.py: what eap/exact patch a head's output with
@@ -65,19 +65,14 @@ class HeadSettings:
             (self.patch in PATCHES, f"patch must be one of {', '.join(PATCHES)}"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ComputeError(message)
+        require(checks)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HeadSettings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ComputeError(f"unknown head setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        refuse_unknown(cls, data, what="head setting")
         return cls(**data)
 
     def identity(self) -> dict[str, Any]:
