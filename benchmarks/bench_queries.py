@@ -14,8 +14,8 @@ the model's wiring allows (resid_{l-1} -> attn_l, mlp_l, resid_l; attn_l -> mlp_
 last resid -> output). Circuits are spread over ``--tasks`` tasks. Bundles are generated with numpy/polars,
 checked with ``validate_tables`` and loaded with ``store.load_many([Bundle(...), ...])`` (no Parquet files).
 
-The store is reopened every 50 loads: a LadybugDB ``Database`` object keeps ~70 MB per 10k-edge circuit
-loaded through it until it is closed (ladybug 0.22.0), and 1,000 of them do not fit in RAM otherwise.
+Bundles are generated and loaded 50 at a time (the store itself reopens its database every few dozen COPYs:
+ladybug 0.22.0 keeps memory for every COPY until the database closes, see ``sfc_graph/store/ladybug.py``).
 Circuits are loaded with ``store.load_many`` (as ``sfc load B1 B2 ...`` does), which writes many small
 circuits per transaction: with ladybug 0.22.0 the checkpoint that follows every commit is most of a small
 circuit's load time.
@@ -137,21 +137,16 @@ def build_store(path: Path, args) -> dict:
     figures = {"generate_s": 0.0, "load_s": 0.0, "loads": []}
     profiler = cProfile.Profile() if args.profile_loads else None
     started = time.perf_counter()
-    store = None
-    for first in range(0, args.circuits, REOPEN_EVERY):
-        # A LadybugDB Database object holds on to ~70 MB per 10k-edge circuit loaded through it (released
-        # on close; ladybug 0.22.0): reopen the store every REOPEN_EVERY loads so that the build fits in RAM.
-        if store is not None:
-            store.close()
-        store = open_store(path)
+    store = open_store(path)
+    for first in range(0, args.circuits, BATCH):
         t0 = time.perf_counter()
         batch = [
             synthetic_bundle(rng, i, n_edges=args.edges, n_layers=args.layers, per_site=args.features_per_site,
                              d_dict=args.d_dict, popularity=popularity, n_tasks=args.tasks, model="bench")
-            for i in range(first, min(first + REOPEN_EVERY, args.circuits))
+            for i in range(first, min(first + BATCH, args.circuits))
         ]
         t1 = time.perf_counter()
-        profile = profiler is not None and first + REOPEN_EVERY >= args.circuits
+        profile = profiler is not None and first + BATCH >= args.circuits
         if profile:
             profiler.enable()
         store.load_many(batch)  # what `sfc load B1 B2 ...` does: circuits grouped into few transactions
@@ -174,7 +169,7 @@ def build_store(path: Path, args) -> dict:
     return figures
 
 
-REOPEN_EVERY = 50
+BATCH = 50  # bundles generated, then loaded, at a time
 
 
 def rss_mib() -> float:
