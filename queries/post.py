@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import polars as pl
 
 from .. import naming
+from ..errors import PathBudgetExceeded, QueryError
 
 if TYPE_CHECKING:  # pragma: no cover
     from polars._typing import PolarsDataType
@@ -64,22 +65,12 @@ def _ranked_paths(nodes: pl.DataFrame, edges: pl.DataFrame, anchor_uids: list[st
         paths = best_paths(step, anchors, labels, max_hops=params["max_hops"], k=params["k"], reverse=upstream,
                            no_gain=_largest_abs(edges["weight"]) <= 1.0)
     except PathBudgetExceeded as exc:
-        from ..errors import QueryError
-
         raise QueryError(
             f"{'upstream' if upstream else 'downstream'}-paths: the search grew past {exc.budget:,} partial paths "
             f"after finding {exc.found} of the {params['k']} asked for; ask for fewer paths (-p k), fewer hops "
             "(-p max_hops) or only strong edges (-p min_weight)"
         ) from None
     return pl.DataFrame({"path": [p for p, _ in paths], "weight": [w for _, w in paths]}, schema=PATH_SCHEMA)
-
-
-class PathBudgetExceeded(Exception):
-    """The best-first search created more partial paths than its budget allows."""
-
-    def __init__(self, budget: int, found: int):
-        super().__init__(f"more than {budget} partial paths ({found} complete found)")
-        self.budget, self.found = budget, found
 
 
 def best_paths(
@@ -159,8 +150,6 @@ def pairwise_overlap(frames: list[pl.DataFrame], params: dict[str, Any], resolve
     (frame,) = frames
     circuits = params["circuits"]
     if len(circuits) < 2:
-        from ..errors import QueryError
-
         raise QueryError("circuit-overlap needs at least two different circuits")
     effects: dict[str, dict[str, float]] = {c: {} for c in circuits}
     for circuit, node, effect in frame.select("circuit", "node", "effect").iter_rows():

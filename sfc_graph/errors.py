@@ -17,6 +17,10 @@ class StoreError(SfcError):
     """The circuit store cannot be opened, reached or written."""
 
 
+class StoreDataLost(StoreError):
+    """A store whose database went missing, empty or lost its tables (see store/ladybug_health.py)."""
+
+
 class StoreUnavailable(StoreError):
     """The store's server cannot be reached or refuses our credentials."""
 
@@ -68,3 +72,16 @@ class InteropError(SfcError):
 
 class FeatureError(SfcError):
     """A feature id, label, dashboard corpus or explanations file that cannot be used."""
+
+
+class DestinationError(SfcError):
+    """An output path that cannot or must not be written (a file in the way, no permission, not ours)."""
+
+
+class PathBudgetExceeded(QueryError):
+    """The best-first path search created more partial paths than its budget allows (queries/post.py turns it
+    into a sentence naming the parameters to change)."""
+
+    def __init__(self, budget: int, found: int):
+        super().__init__(f"more than {budget} partial paths ({found} complete found)")
+        self.budget, self.found = budget, found

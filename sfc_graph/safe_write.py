@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import SfcError
+from .errors import DestinationError, SfcError
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,6 @@ STAGING = "sfc-staging"
 REPLACED = "sfc-replaced"
 _LEFTOVER = re.compile(rf"^\.(?P<name>.+)\.(?P<kind>{STAGING}|{REPLACED})-(?P<pid>\d+)-[0-9a-f]{{8}}$")
 _PROCESS_STARTED = time.time()
-
-
-class DestinationError(SfcError):
-    """An output path that cannot or must not be written (a file in the way, no permission, not ours)."""
 
 
 def check_destination(

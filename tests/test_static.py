@@ -81,3 +81,28 @@ def test_mypy_finds_no_errors(tmp_path):
     env = {**os.environ, "MYPYPATH": ""}
     result = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_every_exception_class_lives_in_errors_py():
+    """One home for the exceptions (issue 8): every class deriving from an exception is defined in
+    sfc_graph/errors.py, and nowhere else in the product's rooms."""
+    import ast
+    import builtins
+
+    from sfc_graph import errors
+
+    exception_names = {name for name, value in vars(builtins).items()
+                       if isinstance(value, type) and issubclass(value, BaseException)}
+    exception_names |= {name for name, value in vars(errors).items()
+                        if isinstance(value, type) and issubclass(value, BaseException)}
+    strays = []
+    for folder in ("sfc_graph", *ROOMS.values()):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == ROOT / "sfc_graph" / "errors.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ClassDef):
+                    bases = {getattr(base, "id", getattr(base, "attr", "")) for base in node.bases}
+                    if bases & exception_names:
+                        strays.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not strays, strays

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreDataLost, StoreError
 from ..safe_write import strict_loads
 
 DB_FILE = "graph.lbdb"
@@ -33,10 +33,6 @@ _LOCK_PID = re.compile(r"Lock is held by PID (\d+)")
 _POST_COMMIT = "Transaction committed successfully, but the post-commit checkpoint failed"
 _RECOVERY_PENDING = ("read-only mode while checkpoint recovery is pending",
                      "Couldn't replay shadow pages under read-only mode")
-
-
-class StoreDataLost(StoreError):
-    """A store whose database went missing, empty or lost its tables."""
 
 
 def lost_data(path: Path, what: str) -> StoreDataLost:
