@@ -37,7 +37,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 import polars as pl
 
-from . import naming
 from .errors import FeatureError, SfcError
 from .graph import ANNOTATION_LABELS, _polars_type
 from .naming import feature_identity, parse_feature_identity

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from builders import build_circuit
 from sfc_graph.cli import main
-from sfc_graph.errors import QueryError, SfcError, StoreError
+from sfc_graph.errors import QueryError, SfcError
 from sfc_graph.store import open_store
 
 @pytest.fixture

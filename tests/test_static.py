@@ -106,3 +106,15 @@ def test_every_exception_class_lives_in_errors_py():
                     if bases & exception_names:
                         strays.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert not strays, strays
+
+
+def test_pyflakes_rules_find_nothing():
+    """ruff's pyflakes rules (F: unused imports and variables, undefined names, redefinitions) on every room,
+    the benchmarks and the tests."""
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.fail("ruff is not installed: it is in the test extra (pip install -e .[test])")
+    folders = ["sfc_graph", *ROOMS.values(), "benchmarks", "tests"]
+    out = subprocess.run([ruff, "check", "--select", "F", "--output-format", "concise", *folders], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -136,7 +136,6 @@ def test_noise_breaks_the_planted_mechanisms_at_its_rate():
     """The corpus noise is what keeps the tasks from saturating: measure its rate on generated units."""
     from sfc_graph.zoo.grammar import MAIN_VERBS, unit_tokens
 
-    singular = {s for s, _ in MAIN_VERBS}
     plural = {p for _, p in MAIN_VERBS}
     for noise in (0.0, 0.1):
         grammar, rng = Grammar(noise=noise), random.Random(3)

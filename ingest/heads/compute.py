@@ -46,7 +46,7 @@ from .patching import (
     position_means,
 )
 from .sae import argmax_codes, train_head_sae
-from .settings import BUNDLE_METHOD, METHODS, HeadSettings
+from .settings import BUNDLE_METHOD, HeadSettings
 
 log = logging.getLogger(__name__)
 

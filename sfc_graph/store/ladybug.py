@@ -25,7 +25,6 @@ from .base import BaseStore, Progress
 from .ladybug_health import (
     DB_FILE,
     MARKER_FILE,
-    STORE_FORMAT,
     check_database_file,
     engine_error,
     is_lock_held,
