@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -341,8 +342,8 @@ def _trim_freed_memory() -> None:
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    if not name or not hasattr(os, "sched_getaffinity"):  # not Linux
+    name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None  # malloc_trim: glibc
+    if not name:
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(name).malloc_trim(0)
