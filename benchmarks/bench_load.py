@@ -9,13 +9,13 @@
    the edges' endpoints as those keys). The ratio ours/bare is the cost of our validation, graph mapping
    and bookkeeping (target <= 1.5; peak RSS <= 2 GiB). Both timings start with the database creation
    and end with the commit, in a process of their own.
+3. Ten bundles that share features, loaded one after another into one store.
+4. Re-loading the big bundle: a no-op that should take well under a second.
 5. ``--profile``: cProfile of our load (top functions by cumulative time), for the record of where it goes.
 6. ``--schema-costs``: what each part of the graph schema costs. The big bundle's rows, as the loader builds
    them, written (COPYs + COMMIT, in one transaction, each run in its own process) with one relationship
    table or column left out at a time, beside the full schema and the bare two-table COPY; medians of
    ``--repeats`` runs, interleaved. It answers "which schema decision buys how much of the ratio".
-3. Ten bundles that share features, loaded one after another into one store.
-4. Re-loading the big bundle: a no-op that should take well under a second.
 Each measurement runs in its own process so that peak RSS belongs to it alone.
 """
 

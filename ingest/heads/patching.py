@@ -21,7 +21,6 @@ from ..tasks import Batch
 from .settings import PATCHES, POSITIONS
 
 
-
 def z_hook(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
 
