@@ -115,40 +115,28 @@ def _emit_parquet(frame: pl.DataFrame, out: str | os.PathLike[str] | None) -> No
     stdout.flush()
 
 
-def check_out_file(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Click callback: an output file that cannot be written is refused before any work is done."""
-    if value is not None:
-        from sfc_graph.safe_write import DestinationError, check_file_destination
+def _refuse_unwritable(check_name: str, what: str):
+    """A Click callback refusing, before any work is done, an ``--out`` that ``sfc_graph.safe_write.<check_name>``
+    finds cannot be written (imported when the option is parsed, not when the CLI starts)."""
 
-        try:
-            check_file_destination(value, option="--out")
-        except DestinationError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-    return value
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            from sfc_graph import safe_write
+            from sfc_graph.errors import DestinationError
 
+            try:
+                getattr(safe_write, check_name)(value, option="--out")
+            except DestinationError as exc:
+                raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+        return value
 
-def check_out_dir(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Click callback: an output directory that cannot be created or written is refused before any work."""
-    if value is not None:
-        from sfc_graph.safe_write import DestinationError, check_output_directory
-
-        try:
-            check_output_directory(value, option="--out")
-        except DestinationError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-    return value
+    callback.__doc__ = f"Click callback: {what} that cannot be written is refused before any work is done."
+    return callback
 
 
-def check_out_path(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Click callback: an output path (a file, or a directory for some formats) that cannot be written."""
-    if value is not None:
-        from sfc_graph.safe_write import DestinationError, check_writable_path
-
-        try:
-            check_writable_path(value, option="--out")
-        except DestinationError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-    return value
+check_out_file = _refuse_unwritable("check_file_destination", "an output file")
+check_out_dir = _refuse_unwritable("check_output_directory", "an output directory (created if missing)")
+check_out_path = _refuse_unwritable("check_writable_path", "an output path (a file, or a directory for some formats)")
 
 
 out_option = click.option(
